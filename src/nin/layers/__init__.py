@@ -1,0 +1,5 @@
+"""Reusable building blocks of the paper's networks."""
+from nin.layers.global_avg_pool import GlobalAvgPool
+from nin.layers.mlpconv import MLPConv
+
+__all__ = ["GlobalAvgPool", "MLPConv"]

@@ -1,0 +1,60 @@
+"""The interface every registered network shares: features, a head, and class maps."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ClassMapNetwork(nn.Module):
+    """``features`` maps images to feature maps, ``head`` turns them into logits.
+
+    Every network also exposes the maps its classifier pools (``class_maps``), whose spatial
+    mean is the logits, and the per-layer learning-rate multipliers of the authors' configs.
+    """
+
+    features: nn.Module
+    head: nn.Module
+
+    def __init__(self, bias_lr_mult: float = 1.0, last_layer_lr_mult: float = 1.0,
+                 last_layer_bias_lr_mult: float | None = None) -> None:
+        super().__init__()
+        self.bias_lr_mult = bias_lr_mult
+        self.last_layer_lr_mult = last_layer_lr_mult
+        self.last_layer_bias_lr_mult = (
+            bias_lr_mult * last_layer_lr_mult if last_layer_bias_lr_mult is None else last_layer_bias_lr_mult
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, num_classes, h, w): the maps whose spatial mean is ``self(x)``."""
+        return self.head.class_maps(self.forward_features(x))
+
+    def last_layer(self) -> nn.Module:
+        """The layer that produces the class maps or logits (its learning rate may be scaled)."""
+        if any(True for _ in self.head.parameters()):
+            return self.head
+        layers = [
+            m for m in self.features.modules()
+            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, nn.modules.batchnorm._NormBase)
+        ]
+        return layers[-1]
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Learning-rate multiplier of every parameter, by name, from the authors' configs."""
+        last = {id(p) for p in self.last_layer().parameters()}
+        multipliers = {}
+        for name, param in self.named_parameters():
+            bias = name.endswith("bias")
+            if id(param) in last:
+                multipliers[name] = self.last_layer_bias_lr_mult if bias else self.last_layer_lr_mult
+            else:
+                multipliers[name] = self.bias_lr_mult if bias else 1.0
+        return multipliers
