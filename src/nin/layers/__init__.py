@@ -1,5 +1,6 @@
 """Reusable building blocks of the paper's networks."""
 from nin.layers.global_avg_pool import GlobalAvgPool
+from nin.layers.locally_connected import LocallyConnected2d
 from nin.layers.mlpconv import MLPConv
 
-__all__ = ["GlobalAvgPool", "MLPConv"]
+__all__ = ["GlobalAvgPool", "LocallyConnected2d", "MLPConv"]

@@ -1,4 +1,5 @@
 """The registry of networks: import the model modules so their builders register."""
+from nin.models import baselines as _baselines  # noqa: F401
 from nin.models import nin as _nin  # noqa: F401  (registers the NIN builders)
 from nin.models.base import ClassMapNetwork
 from nin.models.nin import NIN, Stage

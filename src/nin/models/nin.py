@@ -134,31 +134,32 @@ def nin_cifar10_nodropout(**kw) -> NIN:
 
 
 @register_model(input_size=(3, 32, 32), num_classes=100, paper="Table 2, NIN + Dropout (35.68%)")
-def nin_cifar100(num_classes: int = 100, batch_norm: bool = False, **kw) -> NIN:
+def nin_cifar100(num_classes: int = 100, batch_norm: bool = False, dropout: float = 0.5, **kw) -> NIN:
     """NIN for CIFAR-100: the CIFAR-10 network with 100 maps and the authors' smaller init."""
     kw.setdefault("bias_lr_mult", 2.0)  # cuda-convnet epsW 0.01, epsB 0.02
     stds = [0.001, 0.01, 0.01] + [0.05] * 6
-    return NIN(_cifar_stages(num_classes, stds), 3, 32, "gap", batch_norm, **kw)
+    return NIN(_cifar_stages(num_classes, stds, dropout=dropout), 3, 32, "gap", batch_norm, **kw)
 
 
 @register_model(input_size=(3, 32, 32), num_classes=10, paper="Table 3, NIN + Dropout (2.35%)")
-def nin_svhn(num_classes: int = 10, batch_norm: bool = False, **kw) -> NIN:
+def nin_svhn(num_classes: int = 10, batch_norm: bool = False, dropout: float = 0.5, **kw) -> NIN:
     """NIN for SVHN: wider layers, 5×5 kernels in all three mlpconv layers, last layer at 0.1× lr."""
     kw.setdefault("last_layer_lr_mult", 0.1)  # cuda-convnet: epsW 1, last layer 0.1
     stages = [
-        Stage((128, 96, 64), 5, 2),
-        Stage((320, 256, 128), 5, 2),
+        Stage((128, 96, 64), 5, 2, dropout=dropout),
+        Stage((320, 256, 128), 5, 2, dropout=dropout),
         Stage((384, 256, num_classes), 5, 2, pool=None, dropout=0.0),
     ]
     return NIN(stages, 3, 32, "gap", batch_norm, **kw)
 
 
 @register_model(input_size=(1, 28, 28), num_classes=10, paper="Table 4, NIN + Dropout (0.47%)")
-def nin_mnist(num_classes: int = 10, in_channels: int = 1, batch_norm: bool = False, **kw) -> NIN:
+def nin_mnist(num_classes: int = 10, in_channels: int = 1, batch_norm: bool = False, dropout: float = 0.5,
+              **kw) -> NIN:
     """NIN for MNIST: fewer feature maps, 5×5 kernels, maps 28→14→7."""
     stages = [
-        Stage((96, 64, 48), 5, 2),
-        Stage((128, 96, 48), 5, 2),
+        Stage((96, 64, 48), 5, 2, dropout=dropout),
+        Stage((128, 96, 48), 5, 2, dropout=dropout),
         Stage((128, 96, num_classes), 5, 2, pool=None, dropout=0.0),
     ]
     return NIN(stages, in_channels, 28, "gap", batch_norm, **kw)

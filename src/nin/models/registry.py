@@ -25,6 +25,13 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
+class UnknownModelError(KeyError):
+    """A model name that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def register_model(
     *, input_size: tuple[int, int, int], num_classes: int, paper: str
 ) -> Callable[[Builder], Builder]:
@@ -52,7 +59,7 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
 def create_model(name: str, **overrides) -> nn.Module:
