@@ -7,8 +7,11 @@ import torch
 from torch import nn
 
 
-def _per_layer(value: float | Sequence[float] | None, n: int, what: str) -> list[float | None]:
-    if value is None or isinstance(value, (int, float)):
+InitStd = float | str | Sequence[float] | None
+
+
+def _per_layer(value: InitStd, n: int, what: str) -> list[float | str | None]:
+    if value is None or isinstance(value, (int, float, str)):
         return [value] * n
     values = list(value)
     if len(values) != n:
@@ -21,7 +24,9 @@ class MLPConv(nn.Module):
 
     ``widths[0]`` is the k×k convolution's output channels, the rest are the 1×1 layers'.
     ``init_std`` draws weights from N(0, std²) with zero biases, as the authors' configs do
-    (one std for all layers or one per layer); ``None`` keeps PyTorch's default init.
+    (one std for all layers or one per layer); ``"he"`` uses std = √(2 / fan_in), which keeps the
+    signal's scale through ReLU layers, for networks whose authors' stds are not published;
+    ``None`` keeps PyTorch's default init.
     ``batch_norm`` inserts BatchNorm before each ReLU: not in the paper.
     """
 
@@ -34,7 +39,7 @@ class MLPConv(nn.Module):
         padding: int = 0,
         last_activation: bool = True,
         batch_norm: bool = False,
-        init_std: float | Sequence[float] | None = None,
+        init_std: InitStd = None,
     ) -> None:
         super().__init__()
         if not widths:
@@ -52,6 +57,10 @@ class MLPConv(nn.Module):
                 padding=padding if first else 0,
                 bias=not batch_norm,
             )
+            if std == "he":
+                std = (2.0 / (conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1])) ** 0.5
+            elif isinstance(std, str):
+                raise ValueError(f"init_std {std!r} is not a number; use a std, 'he' or None")
             if std is not None:
                 nn.init.normal_(conv.weight, mean=0.0, std=std)
                 if conv.bias is not None:

@@ -1,0 +1,200 @@
+"""The `nin` command: nin train | eval | explain | predict | export | models | recipes."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nin.train import Trainer, apply_overrides, load_recipe
+
+    recipe = load_recipe(args.recipe)
+    overrides = list(args.set)
+    for key in ("epochs", "seed", "device", "precision", "subset"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.channels_last:
+        overrides.append("channels_last=true")
+    recipe = apply_overrides(recipe, overrides)
+    out = args.out or f"runs/{recipe.name}"
+    command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, command=command).fit()
+    if summary is not None:
+        _print_final(summary)
+    return 0
+
+
+def _print_final(summary: dict) -> None:
+    paper = summary["paper_error"]
+    reference = f"paper: {paper:.2f}% ({summary['paper_ref']})" if paper is not None else "no paper number"
+    final = summary["final"] or {}
+    lines = [f"{summary['recipe']}: {summary['epochs_run']} epochs in {summary['wall_time_s'] / 60:.1f} min"]
+    if "valid_error" in final:
+        lines.append(f"  valid error {final['valid_error']:.2f}%")
+    for split, result in summary["tests"].items():
+        if "skipped" in result:
+            lines.append(f"  {split}: not evaluated ({result['skipped']})")
+        else:
+            lines.append(f"  test error {result['error']:.2f}% on {result['description']}")
+    lines.append(f"  {reference}")
+    print("\n".join(lines))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from nin.data import load_dataset
+    from nin.trained import load_trained
+
+    trained = load_trained(args.checkpoint)
+    data = load_dataset(trained.dataset, args.split, root=args.data_dir)
+    logits = trained.logits(data.images)
+    predicted = logits.argmax(1)
+    error = 100.0 * (predicted != data.labels).double().mean().item()
+    per_class = {name: 100.0 * (predicted[data.labels == i] == i).double().mean().item()
+                 for i, name in enumerate(data.classes) if (data.labels == i).any()}
+    if args.json:
+        print(json.dumps({"split": args.split, "description": data.description, "lossy": data.lossy,
+                          "images": len(data), "error": error, "per_class_accuracy": per_class}, indent=2))
+        return 0
+    print(f"{data.description}\ntest error {error:.2f}% ({len(data)} images)")
+    for name, acc in per_class.items():
+        print(f"  {name:>12s}  {acc:6.2f}%")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from nin.explain import explain_command
+
+    for path in explain_command(args.checkpoint, args.images, args.split, args.n, args.out, args.data_dir):
+        print(path)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nin.predict import predict_files
+    from nin.trained import load_trained
+
+    predictions, errors = predict_files(load_trained(args.checkpoint), args.images, args.top_k)
+    for message in errors:
+        print(f"nin predict: error: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    for p in [] if args.json else predictions:
+        print(p.source)
+        for name, prob in zip(p.classes, p.probabilities):
+            print(f"  {100 * prob:6.2f}%  {name}")
+    return 1 if errors else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from nin.export import export_checkpoint
+
+    for path in export_checkpoint(args.checkpoint, args.format, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _models(args: argparse.Namespace) -> int:
+    import nin
+
+    for name in nin.list_models(args.pattern):
+        info = nin.model_info(name)
+        prof = nin.profile_model(nin.create_model(name), info.input_size)
+        print(f"{name:24s} {prof.parameters:>10,d} params {prof.multiply_adds / 1e6:9.2f} M MACs  {info.paper}")
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from nin.train import list_recipes, load_recipe
+
+    for name in list_recipes():
+        r = load_recipe(name)
+        paper = f"{r.paper_error}%" if r.paper_error is not None else "-"
+        print(f"{name:20s} {r.model:24s} {r.dataset:14s} paper {paper:>7s}  {r.paper_ref}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nin", description="Network In Network (Lin, Chen & Yan, ICLR 2014)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe (see `nin recipes`)")
+    p.add_argument("--recipe", required=True, help="a shipped recipe name or a .toml file")
+    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--out", help="run folder for checkpoints and records (default: runs/RECIPE)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPUs and GPUs)")
+    p.add_argument("--subset", type=int, help="train on the first N training images only")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("eval", help="test error and per-class accuracy of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_eval)
+
+    p = sub.add_parser("explain", help="class confidence maps of images as PNG figures (the paper's Figure 4)")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="*", help="PNG/JPEG files (default: the first --n images of --split)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=_positive, default=8, help="how many images of the split")
+    p.add_argument("--out", default="explain", help="folder for explain-000.png, ... (default: explain)")
+    p.add_argument("--data-dir")
+    p.set_defaults(handler=_explain)
+
+    p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (resize rule: docs/explain.md)")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=_positive, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_predict)
+
+    p = sub.add_parser("export", help="ONNX / TorchScript with the preprocessing built in, or shipped safetensors")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--out", help="output file (default: the checkpoint with .onnx, .torchscript.pt or .safetensors)")
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("models", help="list the registered networks with their sizes")
+    p.add_argument("pattern", nargs="?")
+    p.set_defaults(handler=_models)
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.set_defaults(handler=_recipes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nin.errors import EXPECTED_ERRORS
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EXPECTED_ERRORS as err:
+        print(f"nin {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

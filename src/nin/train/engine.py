@@ -1,0 +1,323 @@
+"""The training loop: a recipe in, a trained model, checkpoints and records out."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from nin.atomic import atomic_write_text
+from nin.data import Augment, DatasetError, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
+from nin.hardware import describe_hardware
+from nin.models import create_model, param_groups
+from nin.train.checkpoint import load_checkpoint, save_checkpoint
+from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
+from nin.train.evaluate import EvalResult, autocast, evaluate
+from nin.train.metrics import plot_curves, write_metrics
+from nin.train.recipe import Recipe, recipe_to_toml
+from nin.train.schedule import Schedule
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on purpose; the message explains why and what to do."""
+
+
+DEAD_MAP_STEPS = 20  # consecutive steps with all logits exactly zero before calling the maps dead
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def _dead_maps_message(recipe: Recipe, num_classes: int, where: str) -> str:
+    return (
+        f"{where}: every class map is zero, so the loss sits at ln({num_classes}) = {math.log(num_classes):.6f} and "
+        "the network predicts chance. The ReLU on the last mlpconv layer has switched off all class maps at once "
+        f"(lr {recipe.lr}, Gaussian init). Remedies: a lower learning rate (--set lr={recipe.lr / 5:g}), a warm-up "
+        "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm (--set model_args.batch_norm=true, "
+        "not in the paper). Training was stopped instead of running for hours at chance level."
+    )
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    """Trains one recipe into ``out_dir``: ``last.pt``, ``metrics.jsonl``, ``curves.png``, ``summary.json``."""
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, data_root: str | Path | None = None,
+                 resume: bool = False, progress: bool = True, command: str | None = None) -> None:
+        self.recipe = recipe
+        self.out_dir = Path(out_dir)
+        self.data_root = data_root
+        self.device = resolve_device(recipe.device)
+        self.world = init_world(self.device)
+        if self.device.type == "cuda" and self.world.distributed:
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
+        if recipe.precision == "fp16" and self.device.type != "cuda":
+            raise TrainingError("precision fp16 needs a CUDA GPU; use --precision bf16 on a CPU")
+        self.progress = progress and self.world.is_main
+        self.command = command or " ".join(sys.argv)
+        self.checkpoint_path = self.out_dir / "last.pt"
+        state = self._resume_state() if resume else None
+
+        torch.manual_seed(recipe.seed)
+        train = self._load("train", recipe.train_split)
+        if recipe.subset is not None:
+            train = dataclasses.replace(train, images=train.images[: recipe.subset], labels=train.labels[: recipe.subset])
+        self.classes = train.classes
+        self.num_classes = len(train.classes)
+        self.preprocess = (Pipeline.from_state_dict(state["preprocess"]) if state
+                           else build_pipeline(recipe.preprocess).fit(train.images))
+        self.train_set = train
+        self.eval_set = self._load("eval", recipe.eval_split) if recipe.eval_split else None
+
+        augment = Augment(recipe.augment_pad, recipe.augment_flip, recipe.augment_mode) \
+            if recipe.augment_pad or recipe.augment_flip else None
+        self.loader = DeviceLoader(self.preprocess(train.images), train.labels, recipe.batch_size, shuffle=True,
+                                   seed=recipe.seed, rank=self.world.rank, world_size=self.world.world_size,
+                                   augment=augment, device=self.device, channels_last=recipe.channels_last)
+        self.eval_data = self._prepare(self.eval_set) if self.eval_set else None
+
+        self.model = create_model(recipe.model, num_classes=self.num_classes, **recipe.model_args).to(self.device)
+        if recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(param_groups(self.model, recipe.lr, recipe.weight_decay), lr=recipe.lr,
+                                         momentum=recipe.momentum, nesterov=recipe.nesterov)
+        self.schedule = Schedule(recipe.schedule, recipe.epochs, len(self.loader), warmup_epochs=recipe.warmup_epochs,
+                                 milestones=recipe.milestones, gamma=recipe.gamma, patience=recipe.plateau_patience,
+                                 min_delta=recipe.plateau_min_delta, max_drops=recipe.plateau_max_drops)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.precision == "fp16")
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.elapsed = 0.0
+        if state:
+            self._restore(state)
+        self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
+                                     else self.model)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _load(self, role: str, split: str) -> LabeledImages:
+        data = load_dataset(self.recipe.dataset, split, root=self.data_root)
+        if self.progress:
+            print(f"{role}: {data.description}", file=sys.stderr)
+        return data
+
+    def _prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.preprocess(data.images).to(self.device), data.labels.to(self.device)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _resume_state(self) -> dict[str, Any] | None:
+        if not self.checkpoint_path.exists():
+            if self.world.is_main:
+                print(f"no checkpoint in {self.out_dir}; starting from scratch", file=sys.stderr)
+            return None
+        state = load_checkpoint(self.checkpoint_path)
+        saved = state["recipe"]
+        mine = dataclasses.asdict(self.recipe)
+        ignored = {"epochs", "device"}  # a resumed run may be extended or moved
+        changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
+        if changed:
+            raise TrainingError(
+                f"--resume: the checkpoint {self.checkpoint_path} was trained with a different recipe "
+                f"({', '.join(f'{k}: {saved.get(k)!r} there, {mine[k]!r} now' for k in changed)}); "
+                "resume with the same recipe and overrides, or use another --out folder")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.history = list(state["history"])
+        self.start_epoch = int(state["epoch"])
+        self.elapsed = float(state["elapsed"])
+        if self.world.is_main:
+            print(f"resumed from {self.checkpoint_path} after epoch {self.start_epoch}", file=sys.stderr)
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_name": self.recipe.model,
+            "model_args": dict(self.recipe.model_args),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "epoch": epoch,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "preprocess": self.preprocess.state_dict(),
+            "recipe": dataclasses.asdict(self.recipe),
+            "classes": list(self.classes),
+            "dataset": self.recipe.dataset,
+            "input_size": list(self.train_set.images.shape[1:]),
+        }
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _set_lr(self, epoch: int, step: int) -> float:
+        factor = self.schedule.factor(epoch, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.recipe.lr * factor * group["lr_mult"]
+        return self.recipe.lr * factor
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        recipe, world = self.recipe, self.world
+        self.ddp_model.train()
+        self.loader.set_epoch(epoch)
+        n_total = len(self.train_set.labels)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+        dead_steps = 0
+        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
+                   leave=False, unit="batch")
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(self.loader):
+            self._set_lr(epoch, step)
+            global_n = min(recipe.batch_size, n_total - step * recipe.batch_size)
+            with autocast(self.device, recipe.precision):
+                logits = self.ddp_model(x)
+            logits = logits.float()
+            loss_sum = F.cross_entropy(logits, y, reduction="sum", label_smoothing=recipe.label_smoothing)
+            # sum / global batch × world size: DDP's gradient average then equals the global batch mean
+            loss = loss_sum * (world.world_size / global_n)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+                    f"The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept. "
+                    f"Lower the learning rate (now {recipe.lr}) or add a warm-up (--set warmup_epochs=2).")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with torch.no_grad():
+                totals += torch.stack([loss_sum.detach().double(), (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
+                if epoch == 0:
+                    dead_steps = dead_steps + 1 if logits.abs().max() == 0 else 0
+            if dead_steps >= DEAD_MAP_STEPS:
+                raise TrainingError(_dead_maps_message(recipe, self.num_classes, f"epoch 1, step {step + 1}"))
+            bar.update()
+            if self.progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        loss_sum, correct, count = all_reduce_sum(totals, world).tolist()
+        return loss_sum / count, 100.0 * (1 - correct / count), count / seconds
+
+    @property
+    def start_epoch_done(self) -> int:
+        return self.history[-1]["epoch"] if self.history else 0
+
+    def fit(self) -> dict[str, Any] | None:
+        """Train to the end of the recipe (or the paper's schedule), evaluate the test splits; the summary
+        is returned by the main process only."""
+        recipe = self.recipe
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out_dir / "recipe.toml", recipe_to_toml(recipe))
+        for epoch in range(self.start_epoch, recipe.epochs):
+            if self.schedule.finished:
+                break
+            lr = self._set_lr(epoch, 0)
+            tic = time.perf_counter()
+            train_loss, train_error, images_per_s = self._train_epoch(epoch)
+            self.elapsed += time.perf_counter() - tic
+            if epoch == 0 and abs(train_loss - math.log(self.num_classes)) < 1e-3 and self.world.is_main:
+                print(f"warning: after epoch 1 the training loss is still ln({self.num_classes}) = {train_loss:.4f}: "
+                      "the class maps are alive but tiny (the signal shrinks through the layers). Training goes on; "
+                      "if it stays there, raise the init std or the learning rate.", file=sys.stderr)
+            for name, p in self.model.named_parameters():
+                if not torch.isfinite(p).all():
+                    raise TrainingError(f"parameter {name} holds NaN or Inf after epoch {epoch + 1}: training "
+                                        f"diverged. The last good checkpoint {self.checkpoint_path} is kept.")
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error}
+            if self.eval_data is not None:
+                result = self._evaluate(*self.eval_data)
+                row.update(valid_loss=result.loss, valid_error=result.error)
+            self.schedule.end_epoch(epoch, train_error)
+            row.update(images_per_s=images_per_s, elapsed_s=self.elapsed, lr_drops=list(self.schedule.drops))
+            self.history.append(row)
+            self._save(epoch + 1)
+            if self.world.is_main:
+                held = f", {recipe.eval_split} error {row['valid_error']:.2f}%" if "valid_error" in row else ""
+                print(f"epoch {epoch + 1}: lr {lr:.4g}, train loss {train_loss:.4f}, train error {train_error:.2f}%"
+                      f"{held}, {images_per_s:.0f} images/s", file=sys.stderr, flush=True)
+        summary = self._finish()
+        shutdown(self.world)
+        return summary
+
+    def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+        return evaluate(self.model, images, labels, self.num_classes, batch_size=self.recipe.eval_batch_size,
+                        precision=self.recipe.precision, channels_last=self.recipe.channels_last, world=self.world)
+
+    def _save(self, epoch: int) -> None:
+        if self.world.is_main:
+            save_checkpoint(self.checkpoint_path, self.checkpoint_state(epoch))
+            write_metrics(self.out_dir / "metrics.jsonl", self.history)
+            plot_curves(self.out_dir / "curves.png", self.history, f"{self.recipe.name}: {self.recipe.model}",
+                        self.recipe.paper_error)
+        barrier(self.world)
+
+    def _finish(self) -> dict[str, Any] | None:
+        tests: dict[str, Any] = {}
+        for split in self.recipe.test_splits:
+            try:
+                data = load_dataset(self.recipe.dataset, split, root=self.data_root)
+            except DatasetError as err:
+                tests[split] = {"skipped": str(err)}
+                continue
+            result = self._evaluate(*self._prepare(data))
+            tests[split] = {"description": data.description, "lossy": data.lossy, "images": result.count,
+                            "error": result.error, "loss": result.loss,
+                            "per_class_accuracy": dict(zip(data.classes, result.per_class_accuracy))}
+        summary = {
+            "recipe": self.recipe.name,
+            "paper_ref": self.recipe.paper_ref,
+            "paper_error": self.recipe.paper_error,
+            "model": self.recipe.model,
+            "epochs_run": self.start_epoch_done,
+            "lr_drops_after_epochs": [e + 1 for e in self.schedule.drops],
+            "train_images": len(self.train_set.labels),
+            "train_split": self.train_set.description,
+            "final": self.history[-1] if self.history else None,
+            "tests": tests,
+            "wall_time_s": self.elapsed,
+            "precision": self.recipe.precision,
+            "channels_last": self.recipe.channels_last,
+            "processes": self.world.world_size,
+            "hardware": describe_hardware(self.device),
+            "commit": _git_commit(),
+            "command": self.command,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        if not self.world.is_main:
+            return None
+        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary

@@ -1,0 +1,70 @@
+"""Evaluation: loss, error and per-class accuracy of a model on a preprocessed split."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nin.train.distributed import World, all_reduce_sum
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    error: float  # %
+    correct_per_class: list[int]
+    count_per_class: list[int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.count_per_class)
+
+    @property
+    def per_class_accuracy(self) -> list[float]:
+        """Accuracy of each class in %, NaN for a class the split does not contain."""
+        return [100.0 * c / n if n else float("nan") for c, n in zip(self.correct_per_class, self.count_per_class)]
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on the device, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
+             batch_size: int = 500, precision: str = "fp32", channels_last: bool = False,
+             world: World = World()) -> EvalResult:
+    """Each process evaluates its contiguous share of the split; the sums are combined."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    share = torch.arange(len(images)).tensor_split(world.world_size)[world.rank]
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, count
+    correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    for batch in share.split(batch_size):
+        x = images[batch].to(device, non_blocking=True)
+        y = labels[batch].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x)
+        logits = logits.float()
+        totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        totals[1] += len(y)
+        hits = (logits.argmax(1) == y).double()
+        correct.index_add_(0, y, hits)
+        counts.index_add_(0, y, torch.ones_like(hits))
+    model.train(was_training)
+    summed = all_reduce_sum(torch.cat([totals, correct, counts]), world).cpu()
+    loss_sum, n = summed[0].item(), summed[1].item()
+    correct_pc = summed[2:2 + num_classes].round().long().tolist()
+    count_pc = summed[2 + num_classes:].round().long().tolist()
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    return EvalResult(loss_sum / n, 100.0 * (1 - sum(correct_pc) / n), correct_pc, count_pc)

@@ -1,0 +1,199 @@
+"""Recipes: one TOML file per experiment, the single source of truth; the CLI only overrides it."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class RecipeError(ValueError):
+    """A recipe file or override that cannot be used; the message says what and how to fix it."""
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a training run. Percentages are test errors in %."""
+
+    name: str
+    description: str
+    paper_ref: str  # the table / figure and row the recipe reproduces, or "not in the paper"
+    # model
+    model: str
+    paper_error: float | None = None  # the paper's number for that row, in % (None: not in the paper)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # data
+    dataset: str = "cifar10"
+    train_split: str = "train"
+    eval_split: str | None = "valid"  # evaluated after every epoch
+    test_splits: list[str] = field(default_factory=lambda: ["test"])  # evaluated at the end
+    subset: int | None = None  # the first N training images, for quick runs
+    preprocess: list[Any] = field(default_factory=lambda: ["unit"])
+    augment_pad: int = 0
+    augment_flip: bool = False
+    augment_mode: str = "zero"
+    # optimization
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    # schedule: "paper" (divide by 10 when training error stops improving), "step", "cosine", "onecycle", "constant"
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    plateau_patience: int = 10  # paper: epochs without a new best training error before dividing
+    plateau_min_delta: float = 0.1  # paper: percentage points that count as an improvement
+    plateau_max_drops: int = 2  # paper: divide twice, then stop at the next plateau
+    milestones: list[int] = field(default_factory=list)  # step: epochs at which the rate is multiplied by gamma
+    gamma: float = 0.1
+    # numerics and hardware
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    channels_last: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        choices = {
+            "schedule": ("paper", "step", "cosine", "onecycle", "constant"),
+            "precision": ("fp32", "bf16", "fp16"),
+            "device": ("auto", "cpu", "cuda"),
+            "augment_mode": ("zero", "reflect"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise RecipeError(f"recipe {self.name!r}: {key} = {getattr(self, key)!r}; use one of {', '.join(allowed)}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
+        if self.subset is not None and self.subset < 1:
+            raise RecipeError(f"recipe {self.name!r}: subset must be a positive number of images, got {self.subset}")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def _type_matches(value: Any, annotation: Any) -> bool:
+    hint = typing.get_type_hints(Recipe)[annotation] if isinstance(annotation, str) else annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _check(name: str, key: str, value: Any, where: str) -> Any:
+    if key not in _FIELDS:
+        raise RecipeError(f"{where}: unknown recipe key {key!r}; known keys: {', '.join(_FIELDS)}")
+    hint = typing.get_type_hints(Recipe)[key]
+    if not _type_matches(value, hint):
+        expected = getattr(hint, "__name__", str(hint)).replace("typing.", "")
+        raise RecipeError(f"{where}: {key} = {value!r} has the wrong type; expected {expected}")
+    return float(value) if hint is float and isinstance(value, int) else value
+
+
+def recipe_from_dict(data: dict[str, Any], where: str) -> Recipe:
+    """Validate every key and type, then build the recipe."""
+    values = {key: _check(data.get("name", "?"), key, value, where) for key, value in data.items()}
+    missing = [f.name for f in _FIELDS.values() if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecipeError(f"{where}: missing required recipe keys: {', '.join(missing)}")
+    return Recipe(**values)
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    folder = resources.files("nin") / "recipes"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A shipped recipe by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        source = resources.files("nin") / "recipes" / f"{name_or_path}.toml"
+        if not source.is_file():
+            raise RecipeError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())}, "
+                              "or give the path of a .toml file")
+        text, where = source.read_text(), f"recipe {name_or_path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise RecipeError(f"{where} is not valid TOML: {err}") from None
+    return recipe_from_dict(data, where)
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal (1, 0.5, true, "x", [1, 2]); anything else is taken as a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """Apply ``key=value`` overrides (``model_args.KEY=value`` sets one model argument)."""
+    data = dataclasses.asdict(recipe)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.05")
+        value = None if text.strip().lower() in ("none", "null") else _parse_value(text.strip())
+        if key.startswith("model_args."):
+            data["model_args"] = {**data["model_args"], key.split(".", 1)[1]: value}
+        else:
+            data[key] = _check(recipe.name, key, value, f"--set {item}")
+    return recipe_from_dict(data, "overrides")
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """Write a recipe back as TOML (for the run folder), so a run can be repeated from its record."""
+    lines = []
+    for key, value in dataclasses.asdict(recipe).items():
+        if value is None:
+            continue  # TOML has no null: an absent key means the default None
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")

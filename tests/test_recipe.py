@@ -1,0 +1,67 @@
+"""Recipes: every shipped file loads, overrides are checked by key and type."""
+from __future__ import annotations
+
+import pytest
+
+import nin
+from nin.train.recipe import RecipeError, apply_overrides, list_recipes, load_recipe, recipe_to_toml
+
+REQUIRED = {"mnist", "cifar10", "cifar10-aug", "cifar10-caffe", "cifar100", "svhn", "cifar10-fc", "cifar10-fc-dropout",
+            "cifar10-nodropout", "cnn-fc", "cnn-fc-dropout", "cnn-gap", "fashion-mnist", "mnist-fast", "cifar10-fast"}
+
+
+def test_every_paper_experiment_has_a_recipe() -> None:
+    assert REQUIRED <= set(list_recipes())
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_names_a_registered_model_and_its_source(name: str) -> None:
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.model in nin.list_models()
+    assert recipe.paper_ref
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_round_trips_through_toml(name: str, tmp_path) -> None:
+    recipe = load_recipe(name)
+    path = tmp_path / "r.toml"
+    path.write_text(recipe_to_toml(recipe))
+    assert load_recipe(str(path)) == recipe
+
+
+def test_overrides_are_typed() -> None:
+    recipe = apply_overrides(load_recipe("mnist"), ["lr=0.5", "epochs=3", "eval_split=none", "model_args.dropout=0.0",
+                                                    "test_splits=[\"test\"]", "weight_decay=0"])
+    assert (recipe.lr, recipe.epochs, recipe.eval_split) == (0.5, 3, None)
+    assert recipe.model_args == {"dropout": 0.0}
+    assert recipe.weight_decay == 0.0 and isinstance(recipe.weight_decay, float)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("lrr=0.1", "unknown recipe key 'lrr'"),
+    ("lr=fast", "lr = 'fast' has the wrong type; expected float"),
+    ("epochs=2.5", "epochs = 2.5 has the wrong type; expected int"),
+    ("channels_last=1", "channels_last = 1 has the wrong type; expected bool"),
+    ("schedule=linear", "schedule = 'linear'; use one of"),
+    ("epochs=0", "epochs must be at least 1"),
+    ("lr", "expected KEY=VALUE"),
+])
+def test_bad_overrides_are_explained(item: str, message: str) -> None:
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        apply_overrides(load_recipe("mnist"), [item])
+
+
+def test_unknown_recipe_and_bad_files(tmp_path) -> None:
+    with pytest.raises(RecipeError, match="unknown recipe 'mnits'.*mnist"):
+        load_recipe("mnits")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    with pytest.raises(RecipeError, match="bad.toml is not valid TOML"):
+        load_recipe(str(bad))
+    bad.write_text('name = "x"\ndescription = "d"\npaper_ref = "p"\nmodel = "nin_mnist"\nbatchsize = 3\n')
+    with pytest.raises(RecipeError, match="unknown recipe key 'batchsize'"):
+        load_recipe(str(bad))
+    bad.write_text('name = "x"\ndescription = "d"\n')
+    with pytest.raises(RecipeError, match="missing required recipe keys: paper_ref, model"):
+        load_recipe(str(bad))

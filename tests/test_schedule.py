@@ -1,0 +1,46 @@
+"""Learning-rate schedules, in particular the paper's divide-by-10-on-plateau rule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nin.train.schedule import Schedule
+
+
+def test_paper_rule_drops_twice_then_stops() -> None:
+    s = Schedule("paper", epochs=100, steps_per_epoch=10, patience=2, min_delta=0.5)
+    errors = [50, 40, 39.8, 39.9,  # epochs 2 and 3 gain less than 0.5 over the best (40): divide after epoch 3
+              39.7, 30, 29, 29.9, 28.8,  # 29.9 and 28.8 do not beat 29 - 0.5: divide after epoch 8
+              20, 20, 20]                # two more epochs without a gain after the second drop: stop
+    factors = []
+    for epoch, err in enumerate(errors):
+        factors.append(s.factor(epoch))
+        s.end_epoch(epoch, err)
+        if s.finished:
+            break
+    assert s.drops == [3, 8]
+    assert factors[:4] == [1.0] * 4 and factors[4] == pytest.approx(0.1) and factors[8] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(0.01)
+    assert s.finished and epoch == 11
+
+
+def test_paper_rule_state_round_trip() -> None:
+    a = Schedule("paper", 10, 5, patience=1)
+    for e, err in enumerate([5.0, 5.0, 4.0]):
+        a.end_epoch(e, err)
+    b = Schedule("paper", 10, 5, patience=1)
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == a.state_dict() and b.factor(3) == a.factor(3)
+
+
+def test_step_cosine_onecycle_warmup() -> None:
+    step = Schedule("step", 10, 4, milestones=[3, 6], gamma=0.5)
+    assert [step.factor(e) for e in (0, 3, 6, 9)] == [1.0, 0.5, 0.25, 0.25]
+    cos = Schedule("cosine", 10, 4)
+    assert cos.factor(0) == 1.0 and cos.factor(5) == pytest.approx(0.5) and cos.factor(9, 3) > 0
+    one = Schedule("onecycle", 8, 4)
+    assert one.factor(0) == pytest.approx(0.04) and one.factor(2) == pytest.approx(1.0) and one.factor(5) == pytest.approx(0.5)
+    warm = Schedule("constant", 10, 4, warmup_epochs=2)
+    assert warm.factor(0, 0) == pytest.approx(1 / 8) and warm.factor(1, 3) == 1.0 and warm.factor(5) == 1.0
+    assert all(math.isfinite(Schedule("cosine", 3, 2).factor(e, s)) for e in range(3) for s in range(2))

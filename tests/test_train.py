@@ -1,0 +1,141 @@
+"""The training loop on real MNIST images: records, exact resume, failure detection, the CLI, DDP."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nin.train.engine as engine
+from nin.cli import main
+from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe
+from nin.train.metrics import read_metrics
+
+TINY = ["subset=256", "batch_size=64", "eval_split=none", "test_splits=[]", "eval_batch_size=256", "device=\"cpu\""]
+
+
+def tiny_recipe(*extra: str):
+    return apply_overrides(load_recipe("mnist"), [*TINY, *extra])
+
+
+def _timeless(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_s")} for row in history]
+
+
+def test_training_writes_its_records(shared_data: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe("epochs=2", "eval_split=\"valid\"", "subset=128")
+    recipe = dataclasses.replace(recipe, eval_batch_size=1000)
+    summary = Trainer(recipe, tmp_path, data_root=shared_data, progress=False).fit()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("lr", "train_loss", "train_error", "valid_loss", "valid_error", "images_per_s", "elapsed_s"):
+        assert all(isinstance(r[key], float) for r in rows), key
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 2 and state["classes"] == [str(d) for d in range(10)]
+    assert summary["epochs_run"] == 2 and summary["paper_error"] == 0.47
+    assert json.loads((tmp_path / "summary.json").read_text())["train_images"] == 128
+    assert load_recipe(str(tmp_path / "recipe.toml")) == recipe
+
+
+def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path) -> None:
+    full = Trainer(tiny_recipe("epochs=3"), tmp_path / "full", data_root=shared_data, progress=False)
+    full.fit()
+    Trainer(tiny_recipe("epochs=2"), tmp_path / "cut", data_root=shared_data, progress=False).fit()
+    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path / "cut", data_root=shared_data, resume=True, progress=False)
+    assert resumed.start_epoch == 2
+    resumed.fit()
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert _timeless(read_metrics(tmp_path / "full" / "metrics.jsonl")) == \
+        _timeless(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
+
+
+def test_resume_refuses_a_different_recipe(shared_data: Path, tmp_path: Path) -> None:
+    Trainer(tiny_recipe("epochs=1"), tmp_path, data_root=shared_data, progress=False).fit()
+    with pytest.raises(TrainingError, match="lr: 0.02 there, 0.05 now"):
+        Trainer(tiny_recipe("epochs=2", "lr=0.05"), tmp_path, data_root=shared_data, resume=True, progress=False)
+
+
+def test_dead_class_maps_stop_training_in_the_first_epoch(shared_data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def dead_model(*args, **kwargs):
+        model = create_model(*args, **kwargs)
+        with torch.no_grad():
+            model.last_layer().bias.fill_(-1e3)  # the last ReLU outputs zero everywhere: every class map is dead
+        return model
+
+    create_model = engine.create_model
+    monkeypatch.setattr(engine, "create_model", dead_model)
+    recipe = tiny_recipe("epochs=5", "subset=2048", "batch_size=32")
+    with pytest.raises(TrainingError, match=r"epoch 1, step 20: every class map is zero.*ln\(10\) = 2.302585"):
+        Trainer(recipe, tmp_path, data_root=shared_data, progress=False).fit()
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(shared_data: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    set_lr = Trainer._set_lr
+
+    def exploding_lr(self, epoch: int, step: int) -> float:
+        lr = set_lr(self, epoch, step)
+        if epoch == 1:
+            for group in self.optimizer.param_groups:
+                group["lr"] = float("inf")
+        return lr
+
+    monkeypatch.setattr(Trainer, "_set_lr", exploding_lr)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2.*last good checkpoint.*epoch 1"):
+        Trainer(tiny_recipe("epochs=3"), tmp_path, data_root=shared_data, progress=False).fit()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_cli_train_and_eval(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--recipe", "mnist", "--data-dir", str(shared_data), "--out", str(tmp_path), "--epochs", "1",
+            "--subset", "128", "--precision", "bf16", "--channels-last", "--set", "eval_split=none",
+            "--set", "test_splits=[\"valid\"]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test error" in out and "paper: 0.47%" in out
+    assert main(["eval", str(tmp_path / "last.pt"), "--split", "valid", "--data-dir", str(shared_data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert report["images"] == 10_000
+    assert report["error"] == pytest.approx(summary["tests"]["valid"]["error"], abs=0.5)  # bf16 in training, fp32 here
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+    (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'"),
+    (["train", "--recipe", "mnist", "--set", "model=nin_nope"], "unknown model 'nin_nope'"),
+    (["eval", "missing.pt"], "checkpoint missing.pt does not exist"),
+])
+def test_cli_errors_are_one_line_without_traceback(argv: list[str], message: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, shared_data: Path) -> None:
+    os.chdir(tmp_path)
+    assert main([*argv[:1], *argv[1:], *(["--data-dir", str(shared_data)] if argv[0] == "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_two_process_torchrun_matches_one_process(shared_data: Path, tmp_path: Path) -> None:
+    """Gloo DDP at global batch 64 (32 per process) gives the single-process weights."""
+    overrides = ["--epochs", "1", "--subset", "192", "--set", "batch_size=64", "--set", "eval_split=none",
+                 "--set", "test_splits=[]", "--set", "model_args.dropout=0.0", "--set", "device=\"cpu\""]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "nin.cli", "train", "--recipe", "mnist", "--data-dir", str(shared_data)]
+    subprocess.run([*base, "--out", str(tmp_path / "one"), *overrides], check=True, env=env, capture_output=True)
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "nin.cli", "train", "--recipe", "mnist", "--data-dir", str(shared_data)]
+    run = subprocess.run([*ddp, "--out", str(tmp_path / "two"), *overrides], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "last.pt")
+    for name, a in one["model"].items():
+        torch.testing.assert_close(two["model"][name], a, rtol=1e-4, atol=1e-5, msg=name)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
