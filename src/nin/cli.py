@@ -1,4 +1,4 @@
-"""The `nin` command: nin train | eval | explain | predict | export | models | recipes."""
+"""The `nin` command: nin train | reproduce | report | eval | explain | predict | export | models | recipes."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _train(args: argparse.Namespace) -> int:
-    from nin.train import Trainer, apply_overrides, load_recipe
-
-    recipe = load_recipe(args.recipe)
+def _recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """The --set items plus the shortcut options, as recipe overrides."""
     overrides = list(args.set)
     for key in ("epochs", "seed", "device", "precision", "subset"):
         value = getattr(args, key)
@@ -21,12 +19,40 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.channels_last:
         overrides.append("channels_last=true")
-    recipe = apply_overrides(recipe, overrides)
+    return overrides
+
+
+def _command_line() -> str:
+    return "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nin.train import Trainer, apply_overrides, load_recipe
+
+    recipe = apply_overrides(load_recipe(args.recipe), _recipe_overrides(args))
     out = args.out or f"runs/{recipe.name}"
-    command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, command=command).fit()
+    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, command=_command_line()).fit()
     if summary is not None:
         _print_final(summary)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nin.reproduce import reproduce
+
+    for summary in reproduce(args.experiment, runs_dir=Path(args.runs_dir), results_dir=Path(args.results_dir),
+                             data_root=args.data_dir, overrides=_recipe_overrides(args), only=args.only,
+                             tag=args.tag, command=_command_line()):
+        _print_final(summary)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from nin.report import write_report
+
+    print(write_report(args.results_dir, args.out))
     return 0
 
 
@@ -126,6 +152,16 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPUs and GPUs)")
+    p.add_argument("--subset", type=int, help="train on the first N training images only")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nin", description="Network In Network (Lin, Chen & Yan, ICLR 2014)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,15 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, help="a shipped recipe name or a .toml file")
     p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
     p.add_argument("--out", help="run folder for checkpoints and records (default: runs/RECIPE)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPUs and GPUs)")
-    p.add_argument("--subset", type=int, help="train on the first N training images only")
+    _add_recipe_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser("reproduce", help="run the recipes of a paper table or figure, records into results/")
+    p.add_argument("experiment", help="table1, table2, table3, table4, table5, fig3, fashion-mnist")
+    p.add_argument("--only", nargs="+", metavar="RECIPE", help="run only these recipes of the experiment")
+    p.add_argument("--tag", help="name a variant (e.g. a shortened schedule): records go to results/RECIPE-TAG")
+    p.add_argument("--runs-dir", default="runs", help="where checkpoints go (large; default: runs)")
+    p.add_argument("--results-dir", default="results", help="where the small records go (default: results)")
+    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    _add_recipe_options(p)
+    p.set_defaults(handler=_reproduce)
+
+    p = sub.add_parser("report", help="regenerate the results page from results/")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--out", default="docs/results.md")
+    p.set_defaults(handler=_report)
 
     p = sub.add_parser("eval", help="test error and per-class accuracy of a checkpoint")
     p.add_argument("checkpoint")
@@ -186,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nin.errors import EXPECTED_ERRORS
 
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in ("train", "reproduce", "eval", "bench"):
+        from nin.allocator import reexec_with_tuned_malloc
+
+        reexec_with_tuned_malloc(sys.argv[1:])
     try:
         return args.handler(args)
     except EXPECTED_ERRORS as err:

@@ -1,0 +1,54 @@
+"""`nin reproduce`: run the recipes of one paper experiment and keep their records under results/."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from nin.paper import EXPERIMENTS, Experiment
+from nin.train import Trainer, apply_overrides, load_recipe
+
+RECORD_FILES = ("summary.json", "metrics.jsonl", "curves.png", "recipe.toml")
+
+
+class ExperimentError(ValueError):
+    """An experiment name or recipe selection that does not exist."""
+
+
+def experiment(name: str) -> Experiment:
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise ExperimentError(f"unknown experiment {name!r}; experiments: {', '.join(EXPERIMENTS)}") from None
+
+
+def run_name(recipe: str, tag: str | None) -> str:
+    return f"{recipe}-{tag}" if tag else recipe
+
+
+def reproduce(name: str, *, runs_dir: Path, results_dir: Path, data_root: str | None = None,
+              overrides: list[str] | None = None, only: list[str] | None = None, tag: str | None = None,
+              command: str | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) each recipe of the experiment, then copy its small records into ``results_dir``.
+
+    Checkpoints stay in ``runs_dir`` (they are large); a killed reproduction resumes where it stopped.
+    ``tag`` names a variant (e.g. a shortened schedule) so it never overwrites the full run's records.
+    """
+    recipes = experiment(name).recipes
+    if only:
+        unknown = [r for r in only if r not in recipes]
+        if unknown:
+            raise ExperimentError(f"{', '.join(unknown)} not in {name}; its recipes: {', '.join(recipes)}")
+        recipes = [r for r in recipes if r in only]
+    summaries = []
+    for recipe_name in dict.fromkeys(recipes):
+        recipe = apply_overrides(load_recipe(recipe_name), overrides or [])
+        run = run_name(recipe_name, tag)
+        summary = Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command).fit()
+        if summary is not None:
+            record = results_dir / run
+            record.mkdir(parents=True, exist_ok=True)
+            for file in RECORD_FILES:
+                shutil.copyfile(runs_dir / run / file, record / file)
+            summaries.append(summary)
+    return summaries

@@ -1,0 +1,44 @@
+"""`nin reproduce` keeps the records of a real (tiny) run; `nin report` sets them beside the paper's table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nin.cli import main
+from nin.paper import EXPERIMENTS
+from nin.reproduce import ExperimentError, reproduce
+from nin.train import list_recipes
+
+TINY = ["subset=128", "batch_size=64", "epochs=1", "eval_split=none", "test_splits=[\"valid\"]"]
+
+
+def test_every_experiment_names_shipped_recipes() -> None:
+    assert {"table1", "table2", "table3", "table4", "table5", "fig3", "fashion-mnist"} <= set(EXPERIMENTS)
+    for exp in EXPERIMENTS.values():
+        assert set(exp.recipes) <= set(list_recipes()), exp.name
+
+
+def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (summary,) = reproduce("table4", runs_dir=tmp_path / "runs", results_dir=results, data_root=str(shared_data),
+                           overrides=TINY, only=["mnist"], tag="tiny")
+    assert sorted(p.name for p in (results / "mnist-tiny").iterdir()) == \
+        ["curves.png", "metrics.jsonl", "recipe.toml", "summary.json"]
+    assert not list(results.rglob("*.pt"))  # checkpoints stay in the runs folder
+    page = tmp_path / "docs" / "results.md"
+    assert main(["report", "--results-dir", str(results), "--out", str(page)]) == 0
+    text = page.read_text()
+    error = json.loads((results / "mnist-tiny" / "summary.json").read_text())["tests"]["valid"]["error"]
+    assert f"`mnist-tiny`: {error:.2f} (valid)" in text
+    assert "| NIN + Dropout | 0.47 | `mnist` |" in text and "| Conv. maxout + Dropout | 0.45 |" in text
+    assert "](../results/mnist-tiny/curves.png)" in text
+    assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet |" in text
+
+
+def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:
+    with pytest.raises(ExperimentError, match="unknown experiment 'table9'"):
+        reproduce("table9", runs_dir=tmp_path, results_dir=tmp_path)
+    with pytest.raises(ExperimentError, match="cifar10 not in table4"):
+        reproduce("table4", runs_dir=tmp_path, results_dir=tmp_path, only=["cifar10"])
