@@ -1,0 +1,195 @@
+"""Shipped weights: a safetensors file of tensors plus a JSON sidecar saying what they are.
+
+In the spirit of torchvision's weight enums, a :class:`Weights` record carries everything needed to
+use the tensors correctly: the network and its arguments, the recipe that trained it, the accuracy
+measured and on which split, the class names and the fitted preprocessing. The preprocessing's
+tensors (a ZCA matrix, say) live in the safetensors file under ``preprocess/…`` keys and the JSON
+holds its structure, so loading never unpickles anything.
+
+The registry of shipped weights is the folder ``nin/weights/`` inside the package: every
+``MODEL.json`` sidecar there (with its ``MODEL.safetensors``) ships weights for ``MODEL``. None are
+shipped yet; ``nin export CHECKPOINT --format safetensors --out src/nin/weights/MODEL.safetensors``
+makes them from a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from nin.atomic import atomic_write, atomic_write_text
+from nin.data import Pipeline
+from nin.models import create_model
+from nin.trained import TrainedModel, load_trained
+
+FORMAT = "nin-weights-v1"
+SHIPPED_DIR = Path(__file__).with_name("weights")
+_TENSOR = "__tensor__"  # a JSON placeholder {"__tensor__": key} for a tensor stored in the safetensors file
+
+
+class WeightsError(ValueError):
+    """Weights that are missing or unusable; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What a weights file holds and how it was measured (accuracy in %, on ``accuracy_split``)."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    file: str  # the safetensors file, relative to the sidecar's folder
+    recipe: str
+    dataset: str
+    accuracy: float | None
+    accuracy_split: str | None
+    classes: list[str]
+    input_size: tuple[int, int, int]
+    preprocess: dict[str, Any]  # Pipeline.state_dict() with tensors replaced by placeholders
+    sidecar: Path | None = None  # where the record was read from (None: not yet written)
+
+    def load(self, device: str | torch.device = "cpu") -> TrainedModel:
+        """The network in eval mode with these weights, and its fitted preprocessing."""
+        if self.sidecar is None:
+            raise WeightsError(f"weights for {self.model_name} have no file yet; write them with save_weights")
+        path = self.sidecar.parent / self.file
+        try:
+            tensors = load_safetensors(path.read_bytes())
+        except (OSError, SafetensorError) as err:
+            raise WeightsError(f"{path}: cannot read the weights ({err}); export them again with "
+                               "`nin export CHECKPOINT --format safetensors`") from None
+        prefix = "model."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        model = create_model(self.model_name, num_classes=len(self.classes), **self.model_args)
+        try:
+            model.load_state_dict(state)
+            preprocess = Pipeline.from_state_dict(_restore(self.preprocess, tensors))
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
+        recipe = {"name": self.recipe}
+        return TrainedModel(model.to(device).eval(), preprocess, list(self.classes), self.dataset,
+                            tuple(self.input_size), recipe, [])
+
+
+def _strip(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` as JSON-able data; its tensors go to ``tensors`` under ``key``-derived names."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous()
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        return {str(k): _strip(v, f"{key}.{k}", tensors) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strip(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _restore(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR}:
+            return tensors[value[_TENSOR]]
+        return {k: _restore(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v, tensors) for v in value]
+    return value
+
+
+def save_weights(trained: TrainedModel, path: str | os.PathLike, model_name: str, model_args: dict[str, Any],
+                 accuracy: float | None = None, accuracy_split: str | None = None) -> Weights:
+    """Write ``path`` (.safetensors) and its sidecar ``path`` with suffix .json; returns the record."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: weights files end in .safetensors")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+    preprocess = _strip(trained.preprocess.state_dict(), "preprocess", tensors)
+    record = Weights(model_name, dict(model_args), path.name, str(trained.recipe.get("name", "unknown")),
+                     trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
+                     preprocess)
+    sidecar = path.with_suffix(".json")
+    payload = save_safetensors(tensors, metadata={"format": FORMAT, "model_name": model_name})
+    atomic_write(path, lambda f: f.write(payload))
+    fields = {k: v for k, v in asdict(record).items() if k != "sidecar"}
+    atomic_write_text(sidecar, json.dumps({"format": FORMAT, **fields}, indent=2) + "\n")
+    return read_weights(sidecar)
+
+
+def read_weights(path: str | os.PathLike) -> Weights:
+    """The record of a sidecar ``.json`` (or of the ``.safetensors`` file beside it)."""
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        data = json.loads(sidecar.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{sidecar} does not exist: weights need their JSON sidecar next to the "
+                           ".safetensors file") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{sidecar} is unreadable ({err}); export the weights again") from None
+    if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+        raise WeightsError(f"{sidecar} is not a nin weights sidecar (expected format {FORMAT!r})")
+    try:
+        return Weights(**{**data, "input_size": tuple(data["input_size"])}, sidecar=sidecar)
+    except (TypeError, KeyError) as err:
+        raise WeightsError(f"{sidecar} lacks or has unknown fields ({err}); export the weights again") from None
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load weights from a ``.safetensors`` file and its JSON sidecar."""
+    return read_weights(path).load(device)
+
+
+def shipped_weights() -> dict[str, Weights]:
+    """The weights shipped with the package, by model name (empty until some are added)."""
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    records = (read_weights(p) for p in sorted(SHIPPED_DIR.glob("*.json")))
+    return {w.model_name: w for w in records}
+
+
+def get_weights(model_name: str) -> Weights:
+    """The shipped weights of ``model_name``; a clear error if there are none."""
+    shipped = shipped_weights()
+    if model_name not in shipped:
+        have = ", ".join(sorted(shipped)) or "none yet"
+        raise WeightsError(
+            f"no pretrained weights are shipped for {model_name!r} (shipped: {have}). Train it with "
+            f"`nin train --recipe …` and turn the checkpoint into shipped weights with `nin export runs/…/last.pt "
+            f"--format safetensors --out src/nin/weights/{model_name}.safetensors`, or use pretrained=False")
+    return shipped[model_name]
+
+
+def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
+    """Test accuracy from the run's ``summary.json`` beside the checkpoint, if there is one."""
+    summary = checkpoint.parent / "summary.json"
+    try:
+        tests = json.loads(summary.read_text()).get("tests", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None, None
+    for split, result in tests.items():
+        if isinstance(result, dict) and "error" in result:
+            return 100.0 - float(result["error"]), result.get("description", split)
+    return None, None
+
+
+def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Weights:
+    """Turn a ``nin train`` checkpoint into shipped-weights files; the accuracy comes from its summary.json."""
+    from nin.train.checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    state = load_checkpoint(checkpoint)
+    trained = load_trained(checkpoint)
+    accuracy, split = _measured_accuracy(checkpoint)
+    return save_weights(trained, path, state["model_name"], state["model_args"], accuracy, split)
+
+
+def load_pretrained(model_name: str, with_preprocessing: bool = False) -> torch.nn.Module:
+    """The shipped network of ``model_name``; with ``with_preprocessing`` it takes 0..255 images."""
+    trained = get_weights(model_name).load()
+    if with_preprocessing:
+        from nin.export import PreprocessedModel
+
+        return PreprocessedModel(trained).eval()
+    return trained.model

@@ -1,0 +1,75 @@
+"""torch.hub entry points for every registered network, and shipped weights as safetensors + JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _checkpoints import synthetic_checkpoint, synthetic_digits
+
+import nin
+import nin.weights
+from nin.cli import main
+from nin.trained import load_trained
+from nin.weights import WeightsError, get_weights, load_weights, read_weights, weights_from_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_hubconf_has_an_entry_point_for_every_registered_model() -> None:
+    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    public = {name for name in dir(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))}
+    assert public == set(nin.list_models())
+    assert all(getattr(hubconf, name).__doc__ for name in public)
+
+
+@pytest.mark.parametrize("name", ["nin_cifar10", "nin_mnist"])
+def test_hub_load_local_builds_the_network(name: str) -> None:
+    model = torch.hub.load(str(REPO), name, source="local", pretrained=False)
+    info = nin.model_info(name)
+    assert model(torch.zeros(1, *info.input_size)).shape == (1, info.num_classes)
+
+
+def test_hub_pretrained_without_shipped_weights_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(nin.weights, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10'"):
+        torch.hub.load(str(REPO), "nin_cifar10", source="local", pretrained=True)
+
+
+def test_safetensors_round_trip_gives_identical_logits(tmp_path) -> None:
+    checkpoint = synthetic_checkpoint(tmp_path, ("gcn", "zca"))
+    weights = weights_from_checkpoint(checkpoint, tmp_path / "nin_mnist.safetensors")
+    assert weights.sidecar == tmp_path / "nin_mnist.json"
+    assert (weights.model_name, weights.dataset, weights.input_size) == ("nin_mnist", "mnist", (1, 28, 28))
+    assert weights.accuracy is None  # no summary.json beside the checkpoint
+    images = synthetic_digits(8, seed=3)[0]
+    expected = load_trained(checkpoint).logits(images)
+    assert torch.equal(load_weights(tmp_path / "nin_mnist.safetensors").logits(images), expected)
+
+
+def test_shipped_weights_load_through_the_hub(monkeypatch, tmp_path) -> None:
+    checkpoint = synthetic_checkpoint(tmp_path)
+    summary = {"tests": {"test": {"error": 1.25, "description": "mnist test"}}}  # as `nin train` writes it
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    shipped = tmp_path / "weights"
+    out = shipped / "nin_mnist.safetensors"
+    assert main(["export", str(checkpoint), "--format", "safetensors", "--out", str(out)]) == 0
+    monkeypatch.setattr(nin.weights, "SHIPPED_DIR", shipped)
+    record = get_weights("nin_mnist")
+    assert (record.accuracy, record.accuracy_split) == (98.75, "mnist test")
+    images = synthetic_digits(4, seed=4)[0]
+    trained = load_trained(checkpoint)
+    model = torch.hub.load(str(REPO), "nin_mnist", source="local", pretrained=True)
+    assert torch.equal(model(trained.preprocess(images)), trained.logits(images))
+    whole = torch.hub.load(str(REPO), "nin_mnist", source="local", pretrained=True, preprocess=True)
+    torch.testing.assert_close(whole(images.float()), trained.logits(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_sidecar_without_format_is_refused(tmp_path) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(WeightsError, match="not a nin weights sidecar"):
+        read_weights(tmp_path / "x.safetensors")
