@@ -156,9 +156,9 @@ def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), s
     """``nin explain``: figures for image files, or for the first ``n`` images of the checkpoint's dataset split."""
     from nin.data import SPLITS, DatasetError, load_dataset
     from nin.predict import read_image
-    from nin.trained import load_trained
+    from nin.weights import open_trained
 
-    trained = load_trained(checkpoint)
+    trained = open_trained(checkpoint)
     if images:
         batch = torch.stack([read_image(path, trained.input_size) for path in images])
         return explain_to_files(trained, batch, out, names=[os.path.basename(p) for p in images])

@@ -7,9 +7,9 @@ tensors (a ZCA matrix, say) live in the safetensors file under ``preprocess/…`
 holds its structure, so loading never unpickles anything.
 
 The registry of shipped weights is the folder ``nin/weights/`` inside the package: every
-``MODEL.json`` sidecar there (with its ``MODEL.safetensors``) ships weights for ``MODEL``. None are
-shipped yet; ``nin export CHECKPOINT --format safetensors --out src/nin/weights/MODEL.safetensors``
-makes them from a checkpoint.
+``MODEL.json`` sidecar there (with its ``MODEL.safetensors``) ships weights for ``MODEL``;
+``nin export CHECKPOINT --format safetensors --out src/nin/weights/MODEL.safetensors`` makes them from
+a checkpoint. ``nin_mnist`` ships the ``mnist-fast`` run recorded in ``results/mnist-fast``.
 """
 from __future__ import annotations
 
@@ -159,6 +159,20 @@ def get_weights(model_name: str) -> Weights:
             f"`nin train --recipe …` and turn the checkpoint into shipped weights with `nin export runs/…/last.pt "
             f"--format safetensors --out src/nin/weights/{model_name}.safetensors`, or use pretrained=False")
     return shipped[model_name]
+
+
+def open_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """A trained network from a ``nin train`` checkpoint, a weights file, or a shipped weights name.
+
+    ``nin eval``, ``predict`` and ``explain`` take any of the three, so the shipped weights work out of
+    the box: ``nin predict nin_mnist digit.png``.
+    """
+    path = Path(source)
+    if path.suffix in (".json", ".safetensors"):
+        return load_weights(path, device)
+    if path.exists() or path.suffix == ".pt" or os.sep in str(source):
+        return load_trained(path, device)
+    return get_weights(str(source)).load(device)
 
 
 def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
