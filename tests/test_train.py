@@ -112,7 +112,7 @@ def test_cli_train_and_eval(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.parametrize("argv, message", [
     (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
     (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'"),
-    (["train", "--recipe", "mnist", "--set", "model=nin_nope"], "unknown model 'nin_nope'"),
+    (["train", "--recipe", "mnist", "--set", "model=nin_nope"], "model = 'nin_nope' is unknown"),
     (["eval", "missing.pt"], "checkpoint missing.pt does not exist"),
 ])
 def test_cli_errors_are_one_line_without_traceback(argv: list[str], message: str, tmp_path: Path,

@@ -1,7 +1,8 @@
-"""The `nin` command: nin train | reproduce | report | eval | explain | predict | export | models | recipes."""
+"""The `nin` command: nin train | reproduce | report | eval | explain | predict | export | bench | models | recipes."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shlex
 import sys
@@ -74,10 +75,11 @@ def _print_final(summary: dict) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from nin.data import load_dataset
-    from nin.trained import load_trained
+    from nin.weights import open_trained
 
-    trained = load_trained(args.checkpoint)
+    trained = open_trained(args.checkpoint)
     data = load_dataset(trained.dataset, args.split, root=args.data_dir)
+    trained.check_images(data.images, data.description)
     logits = trained.logits(data.images)
     predicted = logits.argmax(1)
     error = 100.0 * (predicted != data.labels).double().mean().item()
@@ -103,9 +105,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from nin.predict import predict_files
-    from nin.trained import load_trained
+    from nin.weights import open_trained
 
-    predictions, errors = predict_files(load_trained(args.checkpoint), args.images, args.top_k)
+    predictions, errors = predict_files(open_trained(args.checkpoint), args.images, args.top_k)
     for message in errors:
         print(f"nin predict: error: {message}", file=sys.stderr)
     if args.json:
@@ -122,6 +124,18 @@ def _export(args: argparse.Namespace) -> int:
 
     for path in export_checkpoint(args.checkpoint, args.format, args.out):
         print(f"wrote {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nin.bench import BenchConfig, bench_command
+
+    config = BenchConfig(steps=args.steps, repeats=args.repeats, batch_size=args.batch_size,
+                         eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
+                         data_dir=args.data_dir, compile=args.compile, threads=args.threads, memory=args.memory,
+                         matmul_size=args.matmul_size, seed=args.seed)
+    command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(bench_command(config, command, args.json))
     return 0
 
 
@@ -218,6 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: the checkpoint with .onnx, .torchscript.pt or .safetensors)")
     p.set_defaults(handler=_export)
 
+    p = sub.add_parser("bench", help="our training and inference speed against a plain PyTorch port (docs/speed.md)")
+    p.add_argument("--steps", type=_positive, default=20, help="training steps per timed run (default 20)")
+    p.add_argument("--repeats", type=_positive, default=5, help="timed runs per side, interleaved (default 5)")
+    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--eval-batch-size", type=_positive, default=500, help="ours' inference batch (default 500)")
+    p.add_argument("--images", type=_positive, default=10_000, help="size of the data slice (default 10000)")
+    p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--threads", type=_positive, help="torch.set_num_threads for both sides")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="peak memory of each side and phase in a fresh process (default: on)")
+    p.add_argument("--matmul-size", type=_positive, help="n of the n×n peak products (default 3072 CPU, 8192 GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    p.set_defaults(handler=_bench)
+
     p = sub.add_parser("models", help="list the registered networks with their sizes")
     p.add_argument("pattern", nargs="?")
     p.set_defaults(handler=_models)
@@ -228,17 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nin.errors import EXPECTED_ERRORS
-
     args = build_parser().parse_args(argv)
     if argv is None and args.command in ("train", "reproduce", "eval", "bench"):
         from nin.allocator import reexec_with_tuned_malloc
 
-        reexec_with_tuned_malloc(sys.argv[1:])
+        reexec_with_tuned_malloc(sys.argv[1:])  # before importing torch: the new process imports it once
+    from nin.errors import EXPECTED_ERRORS
+
     try:
         return args.handler(args)
     except EXPECTED_ERRORS as err:
         print(f"nin {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        resume = " (with --resume, to continue from the last checkpoint)" if args.command == "train" else ""
+        print(f"nin {args.command}: error: no space left on the device{where}. The files written before are "
+              f"intact; free some space or write elsewhere, then run the command again{resume}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

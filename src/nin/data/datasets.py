@@ -28,6 +28,7 @@ from nin.data.formats import (
     DatasetError,
     cifar_arrays,
     cifar_label_names,
+    damaged,
     read_cifar_members,
     read_idx,
     read_npz_images,
@@ -142,7 +143,11 @@ def _missing(name: str, split: str, path: Path, extra: str = "") -> DatasetError
 
 def _result(name: str, split: str, images: np.ndarray, labels: np.ndarray, classes: list[str], what: str,
             source: Path, lossy: bool = False) -> LabeledImages:
-    """Wrap arrays (copied if they are read-only views) into a checked :class:`LabeledImages`."""
+    """Wrap arrays (copied if they are read-only views) into a checked :class:`LabeledImages`.
+
+    An empty split is refused: no official file is empty, and an error rate over zero images is NaN."""
+    if len(labels) == 0:
+        raise damaged(source, f"the {name} {split!r} split holds no images")
     x = torch.from_numpy(images if images.flags.writeable and images.flags.c_contiguous else images.copy())
     y = torch.from_numpy(labels.astype(np.int64, copy=not labels.flags.writeable))
     text = f"{name} {split!r}: {len(y):,} images, {len(classes)} classes, {what}; from {source}"

@@ -138,7 +138,12 @@ class ZCA(Transform):
             cov.addmm_(centered.T, centered)
         cov /= n
         cov.diagonal().add_(self.filter_bias)
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # LAPACK's threaded eigh lost 50-100x to a busy second core on 2-core CPUs
+        try:
+            eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        finally:
+            torch.set_num_threads(threads)
         del cov
         self.whitening = ((eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T).to(torch.float32).cpu()
         self.mean = mean.to(torch.float32).cpu()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nin.atomic import atomic_write_text
+from nin.atomic import atomic_write_text, remove_partial_writes
 from nin.data import Augment, DatasetError, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups
@@ -24,7 +24,7 @@ from nin.train.checkpoint import load_checkpoint, save_checkpoint
 from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
 from nin.train.evaluate import EvalResult, autocast, evaluate
 from nin.train.metrics import plot_curves, write_metrics
-from nin.train.recipe import Recipe, recipe_to_toml
+from nin.train.recipe import Recipe, RecipeError, recipe_to_toml
 from nin.train.schedule import Schedule
 
 
@@ -95,12 +95,16 @@ class Trainer:
 
         augment = Augment(recipe.augment_pad, recipe.augment_flip, recipe.augment_mode) \
             if recipe.augment_pad or recipe.augment_flip else None
-        self.loader = DeviceLoader(self.preprocess(train.images), train.labels, recipe.batch_size, shuffle=True,
+        self.loader = DeviceLoader(self._finite(train), train.labels, recipe.batch_size, shuffle=True,
                                    seed=recipe.seed, rank=self.world.rank, world_size=self.world.world_size,
                                    augment=augment, device=self.device, channels_last=recipe.channels_last)
         self.eval_data = self._prepare(self.eval_set) if self.eval_set else None
 
-        self.model = create_model(recipe.model, num_classes=self.num_classes, **recipe.model_args).to(self.device)
+        try:
+            model = create_model(recipe.model, num_classes=self.num_classes, **recipe.model_args)
+        except TypeError as err:
+            raise RecipeError(f"model_args {recipe.model_args} do not fit {recipe.model}: {err}") from None
+        self.model = model.to(self.device)
         if recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(param_groups(self.model, recipe.lr, recipe.weight_decay), lr=recipe.lr,
@@ -125,7 +129,20 @@ class Trainer:
         return data
 
     def _prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.preprocess(data.images).to(self.device), data.labels.to(self.device)
+        return self._finite(data).to(self.device), data.labels.to(self.device)
+
+    def _finite(self, data: LabeledImages) -> torch.Tensor:
+        """The preprocessed images, refused if any value is NaN or Inf: training on them would only
+        surface later as a 'diverged' loss that blames the learning rate."""
+        x = self.preprocess(data.images)
+        bad = torch.cat([~torch.isfinite(chunk.flatten(1)).all(1) for chunk in x.split(4096)])
+        if bad.any():
+            raise TrainingError(
+                f"{data.name} {data.split!r}: the preprocessing {self.recipe.preprocess} turned {int(bad.sum()):,} "
+                f"of {len(x):,} images into NaN or Inf (the first is image {int(bad.nonzero()[0])}); nothing was "
+                "trained. Fix the preprocessing (a zca filter_bias above 0, more images to fit it on) or the data "
+                "files.")
+        return x
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:
@@ -241,7 +258,10 @@ class Trainer:
         recipe = self.recipe
         if self.world.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial_writes(self.out_dir)  # left by a run killed mid-write
             atomic_write_text(self.out_dir / "recipe.toml", recipe_to_toml(recipe))
+            if self.history:  # a kill between last.pt and the records leaves them one epoch behind it
+                self._write_records()
         for epoch in range(self.start_epoch, recipe.epochs):
             if self.schedule.finished:
                 break
@@ -280,10 +300,13 @@ class Trainer:
     def _save(self, epoch: int) -> None:
         if self.world.is_main:
             save_checkpoint(self.checkpoint_path, self.checkpoint_state(epoch))
-            write_metrics(self.out_dir / "metrics.jsonl", self.history)
-            plot_curves(self.out_dir / "curves.png", self.history, f"{self.recipe.name}: {self.recipe.model}",
-                        self.recipe.paper_error)
+            self._write_records()
         barrier(self.world)
+
+    def _write_records(self) -> None:
+        write_metrics(self.out_dir / "metrics.jsonl", self.history)
+        plot_curves(self.out_dir / "curves.png", self.history, f"{self.recipe.name}: {self.recipe.model}",
+                    self.recipe.paper_error)
 
     def _finish(self) -> dict[str, Any] | None:
         tests: dict[str, Any] = {}

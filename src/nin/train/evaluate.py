@@ -23,9 +23,9 @@ class EvalResult:
         return sum(self.count_per_class)
 
     @property
-    def per_class_accuracy(self) -> list[float]:
-        """Accuracy of each class in %, NaN for a class the split does not contain."""
-        return [100.0 * c / n if n else float("nan") for c, n in zip(self.correct_per_class, self.count_per_class)]
+    def per_class_accuracy(self) -> list[float | None]:
+        """Accuracy of each class in %, None for a class the split does not contain (JSON has no NaN)."""
+        return [100.0 * c / n if n else None for c, n in zip(self.correct_per_class, self.count_per_class)]
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

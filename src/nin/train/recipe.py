@@ -115,14 +115,36 @@ def _check(name: str, key: str, value: Any, where: str) -> Any:
     return float(value) if hint is float and isinstance(value, int) else value
 
 
+def _check_names(recipe: Recipe, where: str) -> None:
+    """Values of the right type must also name something that exists: a dataset, split, model, step."""
+    from nin.data import SPLITS, build_pipeline
+    from nin.models import list_models
+
+    if recipe.dataset not in SPLITS:
+        raise RecipeError(f"{where}: dataset = {recipe.dataset!r} is unknown; datasets: {', '.join(SPLITS)}")
+    splits = SPLITS[recipe.dataset]
+    for key, split in [("train_split", recipe.train_split), ("eval_split", recipe.eval_split),
+                       *[("test_splits", s) for s in recipe.test_splits]]:
+        if split is not None and split not in splits:
+            raise RecipeError(f"{where}: {key} {split!r} is not a split of {recipe.dataset}; splits: {', '.join(splits)}")
+    if recipe.model not in list_models():
+        raise RecipeError(f"{where}: model = {recipe.model!r} is unknown; models: {', '.join(list_models())}")
+    try:
+        build_pipeline(recipe.preprocess)
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"{where}: preprocess = {recipe.preprocess!r}: {err}") from None
+
+
 def recipe_from_dict(data: dict[str, Any], where: str) -> Recipe:
-    """Validate every key and type, then build the recipe."""
+    """Validate every key, type and name, then build the recipe."""
     values = {key: _check(data.get("name", "?"), key, value, where) for key, value in data.items()}
     missing = [f.name for f in _FIELDS.values() if f.name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise RecipeError(f"{where}: missing required recipe keys: {', '.join(missing)}")
-    return Recipe(**values)
+    recipe = Recipe(**values)
+    _check_names(recipe, where)
+    return recipe
 
 
 def list_recipes() -> list[str]:

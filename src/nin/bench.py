@@ -1,0 +1,373 @@
+"""`nin bench`: our training and inference path against a plain PyTorch port, timed in one process.
+
+Ours is the engine's path (device-resident data through :class:`~nin.data.DeviceLoader` with batched
+augmentation, channels_last, bf16 autocast, SGD over :func:`nin.param_groups`); the reference is
+:mod:`nin.bench_reference`. Both train the same NIN-CIFAR10 from the same initial weights on the same
+images, and their timed runs alternate (reference, ours, reference, ours, ...) so that a load change on
+a shared machine hits both sides alike; the report gives medians. Peak memory is the RSS high-water mark
+of a fresh subprocess per side and phase, so neither side pays for the other's buffers. The machine's
+peak is measured here too, as large fp32 and bf16 matrix products.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nin.atomic import atomic_write_text
+from nin.bench_reference import PAD, ReferenceTrainer, reference_loader
+from nin.data import Augment, DatasetError, DeviceLoader, build_pipeline, load_dataset
+from nin.hardware import describe_hardware
+from nin.models import create_model, param_groups, profile_model
+from nin.train.engine import resolve_device
+from nin.train.evaluate import autocast
+
+MODEL = "nin_cifar10"
+INPUT_SIZE = (3, 32, 32)
+LR, MOMENTUM, WEIGHT_DECAY = 0.02, 0.9, 5e-4  # the cifar10 recipe's
+TARGETS = {"train": 4.0, "inference": 4.0}  # ours / reference, images per second
+SIDES = ("reference", "ours")
+PHASES = ("train", "inference")
+WARMUP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark run measures; every field is a ``nin bench`` option."""
+
+    steps: int = 20  # training steps per timed run; inference runs cover steps × batch_size images
+    repeats: int = 5
+    batch_size: int = 128
+    eval_batch_size: int = 500  # ours; the reference infers in batches of batch_size, as a port's test loop
+    images: int = 10_000  # the data slice: the first training images, or random ones
+    device: str = "auto"
+    data_dir: str | None = None  # None: random uint8 images
+    compile: bool = False
+    threads: int | None = None
+    memory: bool = True
+    matmul_size: int | None = None  # None: 3072 on a CPU, 8192 on a GPU
+    seed: int = 0
+
+    def to_args(self) -> list[str]:
+        """The ``nin bench`` options that reproduce this configuration."""
+        args = ["--steps", str(self.steps), "--repeats", str(self.repeats), "--batch-size", str(self.batch_size),
+                "--eval-batch-size", str(self.eval_batch_size), "--images", str(self.images),
+                "--device", self.device, "--seed", str(self.seed)]
+        if self.data_dir is not None:
+            args += ["--data-dir", self.data_dir]
+        if self.threads is not None:
+            args += ["--threads", str(self.threads)]
+        if self.matmul_size is not None:
+            args += ["--matmul-size", str(self.matmul_size)]
+        if self.compile:
+            args.append("--compile")
+        if not self.memory:
+            args.append("--no-memory")
+        return args
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+               y: torch.Tensor, *, device: torch.device, precision: str, loss_scale: float,
+               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine's SGD step on one batch: (summed loss, fp32 logits), detached, left on the device.
+
+    The gradient is that of ``loss_sum × loss_scale`` (1 / batch size for a single process). This is
+    ``Trainer._train_epoch``'s step body; it belongs in the engine (see docs/speed.md), which would call it.
+    """
+    with autocast(device, precision):
+        logits = model(x)
+    logits = logits.float()
+    loss_sum = F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss_sum * loss_scale).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_sum.detach(), logits.detach()
+
+
+def _epochs(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+class OursTrainer:
+    """The engine's path: standardized images resident on the device, batched zero-pad-4 crops and flips,
+    channels_last, bf16 autocast, SGD with the model's parameter groups; inference in eval mode under
+    ``torch.inference_mode`` in batches of ``eval_batch_size``."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eval_images: int,
+                 config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
+        self.preprocess = build_pipeline(["unit", "standardize"]).fit(images)
+        self.loader = DeviceLoader(self.preprocess(images), labels, config.batch_size, seed=config.seed,
+                                   augment=Augment(PAD, flip=True), device=device, channels_last=True)
+        self.model = model.to(device).to(memory_format=torch.channels_last)
+        self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        self.device = device
+        self.precision = precision
+        self.eval_batch_size = config.eval_batch_size
+        self.eval_images = self.loader.images[:eval_images]
+        self.inference_images = eval_images
+        self.batches = _epochs(self.loader)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(self.forward, self.optimizer, self.scaler, x, y, device=self.device,
+                          precision=self.precision, loss_scale=1.0 / len(y))
+
+    def train(self, steps: int) -> None:
+        self.model.train()
+        for _ in range(steps):
+            self.step(*next(self.batches))
+
+    @torch.inference_mode()
+    def infer(self) -> None:
+        self.model.eval()
+        with autocast(self.device, self.precision):
+            for chunk in self.eval_images.split(self.eval_batch_size):
+                self.forward(chunk.contiguous(memory_format=torch.channels_last))
+
+
+Runner = ReferenceTrainer | OursTrainer
+
+
+def load_images(config: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``config.images`` CIFAR-10 training images under ``data_dir``, else random uint8 images."""
+    if config.data_dir is None:
+        g = torch.Generator().manual_seed(config.seed)
+        images = torch.randint(0, 256, (config.images, *INPUT_SIZE), dtype=torch.uint8, generator=g)
+        labels = torch.randint(0, 10, (config.images,), generator=g)
+        return images, labels, f"{config.images:,} random uint8 images"
+    data = load_dataset("cifar10", "train", root=config.data_dir)
+    if config.images > len(data):
+        raise DatasetError(f"--images {config.images} is more than the {len(data):,} images of {data.description}")
+    # copies, so that the rest of the split is freed
+    return data.images[:config.images].clone(), data.labels[:config.images].clone(), \
+        f"the first {config.images:,} of {data.description}"
+
+
+def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, config: BenchConfig,
+                 device: torch.device) -> Runner:
+    """One side, with NIN-CIFAR10 initialized from ``config.seed`` (the same weights for both sides)."""
+    torch.manual_seed(config.seed)
+    model = create_model(MODEL)
+    eval_images = min(len(images), config.steps * config.batch_size)
+    if side == "ours":
+        return OursTrainer(model, images, labels, eval_images, config, device)
+    standardize = build_pipeline(["unit", "standardize"]).fit(images).steps[-1]
+    train = reference_loader(images, labels, config.batch_size, standardize.mean, standardize.std, train=True,
+                             seed=config.seed)
+    test = reference_loader(images[:eval_images], labels[:eval_images], config.batch_size, standardize.mean,
+                            standardize.std, train=False)
+    return ReferenceTrainer(model, train, test, device, LR, MOMENTUM, WEIGHT_DECAY)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds ``fn`` takes: wall clock on a CPU, CUDA events (all queued work included) on a GPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def matmul_peaks(device: torch.device, n: int | None = None, tries: int = 5) -> dict[str, Any]:
+    """The machine's peak as GFLOP/s of the fastest of ``tries`` n×n matrix products per dtype, fp32 and
+    bf16 alternating (the fastest, since a shared machine only ever slows a product down)."""
+    n = n or (8192 if device.type == "cuda" else 3072)
+    operands = {name: (torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype))
+                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for a, b in operands.values():
+        a @ b  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in operands}
+    for _ in range(tries):
+        for name, (a, b) in operands.items():
+            seconds[name].append(timed(lambda: a @ b, device))
+    return {"matrix_size": n, "tries": tries,
+            **{f"{name}_gflops": 2 * n ** 3 / min(s) / 1e9 for name, s in seconds.items()}}
+
+
+def _peak_rss_mib() -> float:
+    """This process's RSS high-water mark. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss`` would
+    carry over the parent's peak, since the child runs on the parent's memory between fork and exec."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _measure(runner: Runner, phase: str, config: BenchConfig, device: torch.device) -> float:
+    """Images per second of one timed run of ``phase``."""
+    if phase == "train":
+        return config.steps * config.batch_size / timed(lambda: runner.train(config.steps), device)
+    return runner.inference_images / timed(runner.infer, device)
+
+
+def _warm_up(runner: Runner) -> None:
+    runner.train(WARMUP_STEPS)
+    runner.infer()
+
+
+def _apply_threads(config: BenchConfig) -> None:
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+
+
+def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """One side and phase alone in this process (warm-up, then one timed run): its peak memory.
+
+    Meant for a fresh process (:func:`run_side_in_fresh_process`), where the high-water mark counts
+    only the interpreter, torch, the data slice and this side's work."""
+    startup = _peak_rss_mib()
+    _apply_threads(config)
+    device = resolve_device(config.device)
+    runner = build_runner(side, torch.from_numpy(images), torch.from_numpy(labels), config, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _warm_up(runner)
+    result = {"side": side, "phase": phase, "startup_rss_mib": startup,
+              "images_per_s": _measure(runner, phase, config, device), "peak_rss_mib": _peak_rss_mib()}
+    if device.type == "cuda":
+        result["peak_device_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return result
+
+
+def side_main() -> None:
+    """Entry point of a fresh process: ``(config, side, phase, images, labels)`` pickled on stdin, the
+    result of :func:`run_side` as one JSON line on stdout."""
+    config, side, phase, images, labels = pickle.load(sys.stdin.buffer)
+    print(json.dumps(run_side(config, side, phase, images, labels)))
+
+
+def run_side_in_fresh_process(config: BenchConfig, side: str, phase: str, images: torch.Tensor,
+                              labels: torch.Tensor) -> dict[str, Any]:
+    """:func:`run_side` in a new interpreter (same environment), given the data slice, so that the child
+    neither loads (nor counts) the whole dataset."""
+    payload = pickle.dumps((config, side, phase, images.numpy(), labels.numpy()))
+    command = [sys.executable, "-c", "from nin.bench import side_main; side_main()"]
+    done = subprocess.run(command, input=payload, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {side} {phase} memory run failed:\n{done.stderr.decode()[-3000:]}")
+    return json.loads(done.stdout.decode().splitlines()[-1])
+
+
+def _summary(values: list[float], flop_per_image: float, peaks: dict[str, Any]) -> dict[str, Any]:
+    median = statistics.median(values)
+    gflops = median * flop_per_image / 1e9
+    return {"images_per_s": values, "median_images_per_s": median, "gflops": gflops,
+            "fraction_of_fp32_peak": gflops / peaks["fp32_gflops"],
+            "fraction_of_bf16_peak": gflops / peaks["bf16_gflops"]}
+
+
+def _memory(config: BenchConfig, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    memory: dict[str, Any] = {}
+    for phase in PHASES:
+        sides = {side: run_side_in_fresh_process(config, side, phase, images, labels) for side in SIDES}
+        key = "peak_device_mib" if "peak_device_mib" in sides["ours"] else "peak_rss_mib"
+        ratio = sides["ours"][key] / sides["reference"][key]
+        memory[phase] = {**sides, "measure": key, "ratio": ratio, "met": ratio <= 1.0}
+    return memory
+
+
+def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, Any]:
+    """Time both sides (interleaved), measure the machine's peak and each side's memory: the report."""
+    _apply_threads(config)
+    device = resolve_device(config.device)
+    images, labels, description = load_images(config)
+    runners = {side: build_runner(side, images, labels, config, device) for side in SIDES}
+    macs = profile_model(create_model(MODEL), INPUT_SIZE).multiply_adds
+    flop = {"train": 3 * 2 * macs, "inference": 2 * macs}
+    peaks = matmul_peaks(device, config.matmul_size)
+    for runner in runners.values():
+        _warm_up(runner)
+    runs: dict[str, dict[str, list[float]]] = {phase: {side: [] for side in SIDES} for phase in PHASES}
+    for _ in range(config.repeats):
+        for phase in PHASES:
+            for side in SIDES:
+                runs[phase][side].append(_measure(runners[side], phase, config, device))
+    report: dict[str, Any] = {
+        "command": command or "nin bench " + shlex.join(config.to_args()),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "hardware": describe_hardware(device),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "python": platform.python_version(),
+        "config": asdict(config),
+        "data": description,
+        "model": {"name": MODEL, "multiply_adds_per_image": macs, "train_flop_per_image": flop["train"],
+                  "inference_flop_per_image": flop["inference"]},
+        "peak": peaks,
+    }
+    for phase in PHASES:
+        sides = {side: _summary(runs[phase][side], flop[phase], peaks) for side in SIDES}
+        ratio = sides["ours"]["median_images_per_s"] / sides["reference"]["median_images_per_s"]
+        report[phase] = {**sides, "ratio": ratio, "target": TARGETS[phase], "met": ratio >= TARGETS[phase]}
+    if config.memory:
+        report["memory"] = _memory(config, images, labels)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a short table for the terminal."""
+    config, peak = report["config"], report["peak"]
+    lines = [
+        f"NIN-CIFAR10 on {report['hardware']}",
+        f"data: {report['data']}",
+        f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}); {report['threads']} threads; "
+        f"{config['steps']} steps × {config['repeats']} repeats, reference and ours alternating; medians"
+        + ("; ours torch.compile'd" if config["compile"] else ""),
+        f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
+        f"({peak['matrix_size']}² matrix product, best of {peak['tries']})",
+        f"{'':22s} {'reference':>10s} {'ours':>10s} {'ours/ref':>9s} {'target':>7s}",
+    ]
+    for phase in PHASES:
+        r, o, result = report[phase]["reference"], report[phase]["ours"], report[phase]
+        target = f"≥{result['target']:g}×"
+        lines.append(f"{phase + ' images/s':22s} {r['median_images_per_s']:10.1f} {o['median_images_per_s']:10.1f} "
+                     f"{result['ratio']:8.2f}× {target:>7s} {'met' if result['met'] else 'MISSED'}")
+        lines.append(f"{phase + ' GFLOP/s':22s} {r['gflops']:10.1f} {o['gflops']:10.1f}   "
+                     f"(reference {100 * r['fraction_of_fp32_peak']:.0f}% of the fp32 peak, ours "
+                     f"{100 * o['fraction_of_bf16_peak']:.0f}% of the bf16 peak)")
+    for phase, m in report.get("memory", {}).items():
+        unit = "GPU MiB" if m["measure"] == "peak_device_mib" else "RSS MiB"
+        lines.append(f"{phase + ' peak ' + unit:22s} {m['reference'][m['measure']]:10.0f} "
+                     f"{m['ours'][m['measure']]:10.0f} {m['ratio']:8.2f}× {'≤1×':>7s} {'met' if m['met'] else 'MISSED'}")
+    if "memory" in report:
+        lines.append("(peak memory: a fresh process per side and phase)")
+    return "\n".join(lines)
+
+
+def bench_command(config: BenchConfig, command: str, json_out: str | None = None) -> str:
+    """``nin bench``: run the comparison, write the JSON report if asked; the table to print."""
+    report = run_benchmark(config, command)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
+    return format_report(report)
