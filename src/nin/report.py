@@ -11,10 +11,14 @@ from nin.paper import EXPERIMENTS
 
 
 def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Recipe name -> [(run folder, summary)] for every ``results/*/summary.json``."""
+    """Recipe name -> [(run folder, summary)] for every training run's ``results/*/summary.json``.
+
+    Other records (the localization check, benchmarks) have their own pages and no recipe."""
     records: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for path in sorted(results_dir.glob("*/summary.json")):
         summary = json.loads(path.read_text())
+        if "recipe" not in summary:
+            continue
         records.setdefault(summary["recipe"], []).append((path.parent.name, summary))
     return records
 
