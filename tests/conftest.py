@@ -19,7 +19,7 @@ def shared_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The offline data folder; tests that need it skip (with the reason) when it is absent."""
-    path = shared_data_dir()
+    path = shared_data_dir().resolve()
     if not path.is_dir():
         pytest.skip(f"offline data folder {path} is absent: set NIN_DATA to the shared data folder")
     return path

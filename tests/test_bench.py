@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nin import bench
-from nin.bench import MODEL, PHASES, SIDES, BenchConfig, OursTrainer, build_runner, load_images
+from nin.bench import MODEL, PHASES, SIDES, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images
 from nin.bench_reference import PAD, ReferenceTransform, crop_flip
 from nin.data import Augment
 from nin.models import create_model
@@ -24,8 +24,8 @@ def _positive(x: float) -> bool:
 def test_the_report_has_every_number_and_they_are_positive(monkeypatch: pytest.MonkeyPatch) -> None:
     # the memory runs in this process: a fresh interpreter per run is tested once, below
     monkeypatch.setattr(bench, "run_side_in_fresh_process",
-                        lambda config, side, phase, images, labels: bench.run_side(config, side, phase,
-                                                                                   images.numpy(), labels.numpy()))
+                        lambda config, side, phase, images, labels, preprocess:
+                        bench.run_side(config, side, phase, images.numpy(), labels.numpy(), preprocess))
     report = bench.run_benchmark(TINY)
     for key in ("command", "date", "hardware", "threads", "config", "data", "model", "peak"):
         assert key in report, key
@@ -49,15 +49,16 @@ def test_the_report_has_every_number_and_they_are_positive(monkeypatch: pytest.M
 
 def test_a_memory_run_in_a_fresh_process() -> None:
     images, labels, _ = load_images(TINY)
-    result = bench.run_side_in_fresh_process(TINY, "ours", "inference", images, labels)
+    result = bench.run_side_in_fresh_process(TINY, "ours", "inference", images, labels, fit_preprocess(images))
     assert result["side"] == "ours" and result["phase"] == "inference" and _positive(result["images_per_s"])
     assert result["peak_rss_mib"] >= result["startup_rss_mib"] > 0
 
 
 def test_reference_and_ours_compute_the_same_fp32_training_step() -> None:
     images, labels, _ = load_images(TINY)
-    reference = build_runner("reference", images, labels, TINY, CPU)
-    ours = OursTrainer(create_model(MODEL), images, labels, len(images), TINY, CPU, precision="fp32")
+    preprocess = fit_preprocess(images)
+    reference = build_runner("reference", images, labels, preprocess, TINY, CPU)
+    ours = OursTrainer(create_model(MODEL), images, labels, preprocess, len(images), TINY, CPU, precision="fp32")
     ours.model.load_state_dict(reference.model.state_dict())
     reference.model.eval()  # dropout off: its masks are random, the rest of the step is not
     ours.model.eval()
@@ -78,11 +79,11 @@ def test_reference_and_ours_compute_the_same_fp32_training_step() -> None:
 
 def test_reference_transforms_match_our_preprocessing_and_augmentation() -> None:
     images, labels, _ = load_images(TINY)
-    ours = build_runner("ours", images, labels, TINY, CPU)
-    standardize = ours.preprocess.steps[-1]
+    preprocess = fit_preprocess(images)
+    standardize = preprocess.steps[-1]
     plain = ReferenceTransform(standardize.mean, standardize.std, augment=False)
     hwc = images.permute(0, 2, 3, 1).numpy()
-    torch.testing.assert_close(torch.stack([plain(img) for img in hwc]), ours.preprocess(images))
+    torch.testing.assert_close(torch.stack([plain(img) for img in hwc]), preprocess(images))
 
     params = Augment(PAD, flip=True).sample(len(images), torch.Generator().manual_seed(1))
     batched = Augment(PAD, flip=True).apply(images.float(), params)  # zero padding = black, as the port's

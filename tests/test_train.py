@@ -116,8 +116,9 @@ def test_cli_train_and_eval(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
     (["eval", "missing.pt"], "checkpoint missing.pt does not exist"),
 ])
 def test_cli_errors_are_one_line_without_traceback(argv: list[str], message: str, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture, shared_data: Path) -> None:
-    os.chdir(tmp_path)
+                                                   capsys: pytest.CaptureFixture, shared_data: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main([*argv[:1], *argv[1:], *(["--data-dir", str(shared_data)] if argv[0] == "train" else [])]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

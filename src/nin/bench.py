@@ -32,7 +32,7 @@ from torch import nn
 
 from nin.atomic import atomic_write_text
 from nin.bench_reference import PAD, ReferenceTrainer, reference_loader
-from nin.data import Augment, DatasetError, DeviceLoader, build_pipeline, load_dataset
+from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
 from nin.train.engine import resolve_device
@@ -114,9 +114,9 @@ class OursTrainer:
     channels_last, bf16 autocast, SGD with the model's parameter groups; inference in eval mode under
     ``torch.inference_mode`` in batches of ``eval_batch_size``."""
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eval_images: int,
-                 config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
-        self.preprocess = build_pipeline(["unit", "standardize"]).fit(images)
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: Pipeline,
+                 eval_images: int, config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
+        self.preprocess = preprocess
         self.loader = DeviceLoader(self.preprocess(images), labels, config.batch_size, seed=config.seed,
                                    augment=Augment(PAD, flip=True), device=device, channels_last=True)
         self.model = model.to(device).to(memory_format=torch.channels_last)
@@ -165,15 +165,21 @@ def load_images(config: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
         f"the first {config.images:,} of {data.description}"
 
 
-def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, config: BenchConfig,
+def fit_preprocess(images: torch.Tensor) -> Pipeline:
+    """Per-channel standardization fitted on the slice: our preprocessing and the port's Normalize
+    constants. Fitted once, outside both sides, so that neither side's memory counts the fit."""
+    return build_pipeline(["unit", "standardize"]).fit(images)
+
+
+def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, preprocess: Pipeline, config: BenchConfig,
                  device: torch.device) -> Runner:
     """One side, with NIN-CIFAR10 initialized from ``config.seed`` (the same weights for both sides)."""
     torch.manual_seed(config.seed)
     model = create_model(MODEL)
     eval_images = min(len(images), config.steps * config.batch_size)
     if side == "ours":
-        return OursTrainer(model, images, labels, eval_images, config, device)
-    standardize = build_pipeline(["unit", "standardize"]).fit(images).steps[-1]
+        return OursTrainer(model, images, labels, preprocess, eval_images, config, device)
+    standardize = preprocess.steps[-1]
     train = reference_loader(images, labels, config.batch_size, standardize.mean, standardize.std, train=True,
                              seed=config.seed)
     test = reference_loader(images[:eval_images], labels[:eval_images], config.batch_size, standardize.mean,
@@ -196,20 +202,29 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - tic
 
 
-def matmul_peaks(device: torch.device, n: int | None = None, tries: int = 5) -> dict[str, Any]:
-    """The machine's peak as GFLOP/s of the fastest of ``tries`` n×n matrix products per dtype, fp32 and
-    bf16 alternating (the fastest, since a shared machine only ever slows a product down)."""
-    n = n or (8192 if device.type == "cuda" else 3072)
-    operands = {name: (torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype))
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    for a, b in operands.values():
-        a @ b  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in operands}
-    for _ in range(tries):
-        for name, (a, b) in operands.items():
-            seconds[name].append(timed(lambda: a @ b, device))
-    return {"matrix_size": n, "tries": tries,
-            **{f"{name}_gflops": 2 * n ** 3 / min(s) / 1e9 for name, s in seconds.items()}}
+class PeakMeter:
+    """The machine's peak: GFLOP/s of the fastest n×n matrix product per dtype (fp32, bf16) over every
+    :meth:`measure` call. The fastest, since a shared machine only ever slows a product down; calls spread
+    over a run catch its quietest moments."""
+
+    def __init__(self, device: torch.device, n: int | None = None) -> None:
+        self.device = device
+        self.n = n or (8192 if device.type == "cuda" else 3072)
+        self.operands = {name: (torch.randn(self.n, self.n, device=device).to(dtype),
+                                torch.randn(self.n, self.n, device=device).to(dtype))
+                         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        for a, b in self.operands.values():
+            a @ b  # warm-up
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.operands}
+
+    def measure(self, tries: int = 1) -> None:
+        for _ in range(tries):
+            for name, (a, b) in self.operands.items():
+                self.seconds[name].append(timed(lambda: a @ b, self.device))
+
+    def report(self) -> dict[str, Any]:
+        return {"matrix_size": self.n, "tries": len(self.seconds["fp32"]),
+                **{f"{name}_gflops": 2 * self.n ** 3 / min(s) / 1e9 for name, s in self.seconds.items()}}
 
 
 def _peak_rss_mib() -> float:
@@ -230,9 +245,11 @@ def _measure(runner: Runner, phase: str, config: BenchConfig, device: torch.devi
     return runner.inference_images / timed(runner.infer, device)
 
 
-def _warm_up(runner: Runner) -> None:
-    runner.train(WARMUP_STEPS)
-    runner.infer()
+def _warm_up(runner: Runner, phase: str) -> None:
+    if phase == "train":
+        runner.train(WARMUP_STEPS)
+    else:
+        runner.infer()
 
 
 def _apply_threads(config: BenchConfig) -> None:
@@ -240,7 +257,8 @@ def _apply_threads(config: BenchConfig) -> None:
         torch.set_num_threads(config.threads)
 
 
-def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, labels: np.ndarray,
+             preprocess: Pipeline) -> dict[str, Any]:
     """One side and phase alone in this process (warm-up, then one timed run): its peak memory.
 
     Meant for a fresh process (:func:`run_side_in_fresh_process`), where the high-water mark counts
@@ -248,10 +266,10 @@ def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, lab
     startup = _peak_rss_mib()
     _apply_threads(config)
     device = resolve_device(config.device)
-    runner = build_runner(side, torch.from_numpy(images), torch.from_numpy(labels), config, device)
+    runner = build_runner(side, torch.from_numpy(images), torch.from_numpy(labels), preprocess, config, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _warm_up(runner)
+    _warm_up(runner, phase)
     result = {"side": side, "phase": phase, "startup_rss_mib": startup,
               "images_per_s": _measure(runner, phase, config, device), "peak_rss_mib": _peak_rss_mib()}
     if device.type == "cuda":
@@ -260,17 +278,16 @@ def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, lab
 
 
 def side_main() -> None:
-    """Entry point of a fresh process: ``(config, side, phase, images, labels)`` pickled on stdin, the
-    result of :func:`run_side` as one JSON line on stdout."""
-    config, side, phase, images, labels = pickle.load(sys.stdin.buffer)
-    print(json.dumps(run_side(config, side, phase, images, labels)))
+    """Entry point of a fresh process: the arguments of :func:`run_side` pickled on stdin, its result
+    as one JSON line on stdout."""
+    print(json.dumps(run_side(*pickle.load(sys.stdin.buffer))))
 
 
 def run_side_in_fresh_process(config: BenchConfig, side: str, phase: str, images: torch.Tensor,
-                              labels: torch.Tensor) -> dict[str, Any]:
-    """:func:`run_side` in a new interpreter (same environment), given the data slice, so that the child
-    neither loads (nor counts) the whole dataset."""
-    payload = pickle.dumps((config, side, phase, images.numpy(), labels.numpy()))
+                              labels: torch.Tensor, preprocess: Pipeline) -> dict[str, Any]:
+    """:func:`run_side` in a new interpreter (same environment), given the data slice and the fitted
+    preprocessing, so that the child neither loads nor fits (nor counts) anything else."""
+    payload = pickle.dumps((config, side, phase, images.numpy(), labels.numpy(), preprocess))
     command = [sys.executable, "-c", "from nin.bench import side_main; side_main()"]
     done = subprocess.run(command, input=payload, capture_output=True)
     if done.returncode != 0:
@@ -286,10 +303,10 @@ def _summary(values: list[float], flop_per_image: float, peaks: dict[str, Any]) 
             "fraction_of_bf16_peak": gflops / peaks["bf16_gflops"]}
 
 
-def _memory(config: BenchConfig, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+def _memory(config: BenchConfig, images: torch.Tensor, labels: torch.Tensor, preprocess: Pipeline) -> dict[str, Any]:
     memory: dict[str, Any] = {}
     for phase in PHASES:
-        sides = {side: run_side_in_fresh_process(config, side, phase, images, labels) for side in SIDES}
+        sides = {side: run_side_in_fresh_process(config, side, phase, images, labels, preprocess) for side in SIDES}
         key = "peak_device_mib" if "peak_device_mib" in sides["ours"] else "peak_rss_mib"
         ratio = sides["ours"][key] / sides["reference"][key]
         memory[phase] = {**sides, "measure": key, "ratio": ratio, "met": ratio <= 1.0}
@@ -301,17 +318,22 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
     _apply_threads(config)
     device = resolve_device(config.device)
     images, labels, description = load_images(config)
-    runners = {side: build_runner(side, images, labels, config, device) for side in SIDES}
+    preprocess = fit_preprocess(images)
+    runners = {side: build_runner(side, images, labels, preprocess, config, device) for side in SIDES}
     macs = profile_model(create_model(MODEL), INPUT_SIZE).multiply_adds
     flop = {"train": 3 * 2 * macs, "inference": 2 * macs}
-    peaks = matmul_peaks(device, config.matmul_size)
+    meter = PeakMeter(device, config.matmul_size)
+    meter.measure(tries=3)
     for runner in runners.values():
-        _warm_up(runner)
+        for phase in PHASES:
+            _warm_up(runner, phase)
     runs: dict[str, dict[str, list[float]]] = {phase: {side: [] for side in SIDES} for phase in PHASES}
     for _ in range(config.repeats):
         for phase in PHASES:
             for side in SIDES:
                 runs[phase][side].append(_measure(runners[side], phase, config, device))
+        meter.measure()
+    peaks = meter.report()
     report: dict[str, Any] = {
         "command": command or "nin bench " + shlex.join(config.to_args()),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -331,7 +353,7 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
         ratio = sides["ours"]["median_images_per_s"] / sides["reference"]["median_images_per_s"]
         report[phase] = {**sides, "ratio": ratio, "target": TARGETS[phase], "met": ratio >= TARGETS[phase]}
     if config.memory:
-        report["memory"] = _memory(config, images, labels)
+        report["memory"] = _memory(config, images, labels, preprocess)
     return report
 
 
@@ -345,7 +367,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{config['steps']} steps × {config['repeats']} repeats, reference and ours alternating; medians"
         + ("; ours torch.compile'd" if config["compile"] else ""),
         f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
-        f"({peak['matrix_size']}² matrix product, best of {peak['tries']})",
+        f"(fastest of {peak['tries']} {peak['matrix_size']}² matrix products each, spread over the run)",
         f"{'':22s} {'reference':>10s} {'ours':>10s} {'ours/ref':>9s} {'target':>7s}",
     ]
     for phase in PHASES:
