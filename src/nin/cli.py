@@ -75,21 +75,19 @@ def _print_final(summary: dict) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from nin.data import load_dataset
+    from nin.train.evaluate import evaluate
     from nin.weights import open_trained
 
     trained = open_trained(args.checkpoint)
     data = load_dataset(trained.dataset, args.split, root=args.data_dir)
     trained.check_images(data.images, data.description)
-    logits = trained.logits(data.images)
-    predicted = logits.argmax(1)
-    error = 100.0 * (predicted != data.labels).double().mean().item()
-    per_class = {name: 100.0 * (predicted[data.labels == i] == i).double().mean().item()
-                 for i, name in enumerate(data.classes) if (data.labels == i).any()}
+    result = evaluate(trained.model, trained.preprocess(data.images), data.labels, len(trained.classes))
+    per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:
         print(json.dumps({"split": args.split, "description": data.description, "lossy": data.lossy,
-                          "images": len(data), "error": error, "per_class_accuracy": per_class}, indent=2))
+                          "images": result.count, "error": result.error, "per_class_accuracy": per_class}, indent=2))
         return 0
-    print(f"{data.description}\ntest error {error:.2f}% ({len(data)} images)")
+    print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images)")
     for name, acc in per_class.items():
         print(f"  {name:>12s}  {acc:6.2f}%")
     return 0
