@@ -267,12 +267,10 @@ def run_side(config: BenchConfig, side: str, phase: str, images: np.ndarray, lab
     _apply_threads(config)
     device = resolve_device(config.device)
     runner = build_runner(side, torch.from_numpy(images), torch.from_numpy(labels), preprocess, config, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     _warm_up(runner, phase)
     result = {"side": side, "phase": phase, "startup_rss_mib": startup,
               "images_per_s": _measure(runner, phase, config, device), "peak_rss_mib": _peak_rss_mib()}
-    if device.type == "cuda":
+    if device.type == "cuda":  # everything this process allocated on the GPU, data included
         result["peak_device_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return result
 
@@ -363,7 +361,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"NIN-CIFAR10 on {report['hardware']}",
         f"data: {report['data']}",
-        f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}); {report['threads']} threads; "
+        f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}); threads: {report['threads']}; "
         f"{config['steps']} steps × {config['repeats']} repeats, reference and ours alternating; medians"
         + ("; ours torch.compile'd" if config["compile"] else ""),
         f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
