@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nin.atomic import atomic_write_text
@@ -35,7 +34,7 @@ from nin.bench_reference import PAD, ReferenceTrainer, reference_loader
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
-from nin.train.engine import resolve_device
+from nin.train.engine import resolve_device, train_step
 from nin.train.evaluate import autocast
 
 MODEL = "nin_cifar10"
@@ -80,25 +79,6 @@ class BenchConfig:
         if not self.memory:
             args.append("--no-memory")
         return args
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
-               y: torch.Tensor, *, device: torch.device, precision: str, loss_scale: float,
-               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The engine's SGD step on one batch: (summed loss, fp32 logits), detached, left on the device.
-
-    The gradient is that of ``loss_sum × loss_scale`` (1 / batch size for a single process). This is
-    ``Trainer._train_epoch``'s step body; it belongs in the engine (see docs/speed.md), which would call it.
-    """
-    with autocast(device, precision):
-        logits = model(x)
-    logits = logits.float()
-    loss_sum = F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss_sum * loss_scale).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss_sum.detach(), logits.detach()
 
 
 def _epochs(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -43,6 +43,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+               y: torch.Tensor, *, device: torch.device, precision: str, loss_scale: float,
+               label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch: (summed loss, fp32 logits), detached and left on the device (no sync).
+
+    The gradient is that of ``loss_sum × loss_scale`` (1 / batch size for a single process). Shared by
+    the training loop and ``nin bench``, so the benchmark times exactly this step.
+    """
+    with autocast(device, precision):
+        logits = model(x)
+    logits = logits.float()
+    loss_sum = F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss_sum * loss_scale).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_sum.detach(), logits.detach()
+
+
 def _dead_maps_message(recipe: Recipe, num_classes: int, where: str) -> str:
     return (
         f"{where}: every class map is zero, so the loss sits at ln({num_classes}) = {math.log(num_classes):.6f} and "
@@ -218,23 +237,17 @@ class Trainer:
         for step, (x, y) in enumerate(self.loader):
             self._set_lr(epoch, step)
             global_n = min(recipe.batch_size, n_total - step * recipe.batch_size)
-            with autocast(self.device, recipe.precision):
-                logits = self.ddp_model(x)
-            logits = logits.float()
-            loss_sum = F.cross_entropy(logits, y, reduction="sum", label_smoothing=recipe.label_smoothing)
             # sum / global batch × world size: DDP's gradient average then equals the global batch mean
-            loss = loss_sum * (world.world_size / global_n)
-            if not torch.isfinite(loss):
+            loss_sum, logits = train_step(self.ddp_model, self.optimizer, self.scaler, x, y, device=self.device,
+                                          precision=recipe.precision, loss_scale=world.world_size / global_n,
+                                          label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss_sum):  # the model in memory is lost; last.pt is not
                 raise TrainingError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
+                    f"the loss became {loss_sum.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
                     f"The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept. "
                     f"Lower the learning rate (now {recipe.lr}) or add a warm-up (--set warmup_epochs=2).")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
             with torch.no_grad():
-                totals += torch.stack([loss_sum.detach().double(), (logits.argmax(1) == y).sum().double(),
+                totals += torch.stack([loss_sum.double(), (logits.argmax(1) == y).sum().double(),
                                        torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
                 if epoch == 0:
                     dead_steps = dead_steps + 1 if logits.abs().max() == 0 else 0
