@@ -56,6 +56,16 @@ def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path) -
         _timeless(read_metrics(tmp_path / "cut" / "metrics.jsonl"))
 
 
+def test_time_limit_stops_cleanly_after_an_epoch_and_says_so(shared_data: Path, tmp_path: Path) -> None:
+    summary = Trainer(tiny_recipe("epochs=3", "max_minutes=1e-6"), tmp_path, data_root=shared_data,
+                      progress=False).fit()
+    assert summary["epochs_run"] == 1
+    assert summary["stopped_early"].startswith("time limit: stopped after epoch 1 of 3")
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path, data_root=shared_data, resume=True, progress=False)
+    assert resumed.fit()["epochs_run"] == 3 and resumed.stopped_early is None
+
+
 def test_resume_refuses_a_different_recipe(shared_data: Path, tmp_path: Path) -> None:
     Trainer(tiny_recipe("epochs=1"), tmp_path, data_root=shared_data, progress=False).fit()
     with pytest.raises(TrainingError, match="lr: 0.02 there, 0.05 now"):

@@ -33,6 +33,7 @@ class TrainingError(RuntimeError):
 
 
 DEAD_MAP_STEPS = 20  # consecutive steps with all logits exactly zero before calling the maps dead
+SYNC_EVERY = 25  # on CUDA, steps between the host's looks at the loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,6 +136,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.elapsed = 0.0
+        self.stopped_early: str | None = None  # why fit() ended before the recipe's end, if it did
         if state:
             self._restore(state)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
@@ -172,7 +174,7 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path)
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
-        ignored = {"epochs", "device"}  # a resumed run may be extended or moved
+        ignored = {"epochs", "device", "max_minutes"}  # a resumed run may be extended, moved or re-timed
         changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
         if changed:
             raise TrainingError(
@@ -233,6 +235,10 @@ class Trainer:
         dead_steps = 0
         bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
                    leave=False, unit="batch")
+        # Reading a GPU value stalls the host until the GPU catches up, so on CUDA the checks look every
+        # SYNC_EVERY steps (a NaN loss stays NaN in the running sum); on a CPU they are free every step.
+        sync_every = SYNC_EVERY if self.device.type == "cuda" else 1
+        last_step = len(self.loader) - 1
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.loader):
             self._set_lr(epoch, step)
@@ -241,20 +247,23 @@ class Trainer:
             loss_sum, logits = train_step(self.ddp_model, self.optimizer, self.scaler, x, y, device=self.device,
                                           precision=recipe.precision, loss_scale=world.world_size / global_n,
                                           label_smoothing=recipe.label_smoothing)
-            if not torch.isfinite(loss_sum):  # the model in memory is lost; last.pt is not
-                raise TrainingError(
-                    f"the loss became {loss_sum.item()} at epoch {epoch + 1}, step {step + 1}: training diverged. "
-                    f"The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept. "
-                    f"Lower the learning rate (now {recipe.lr}) or add a warm-up (--set warmup_epochs=2).")
             with torch.no_grad():
-                totals += torch.stack([loss_sum.double(), (logits.argmax(1) == y).sum().double(),
-                                       torch.tensor(float(len(y)), dtype=torch.float64, device=self.device)])
-                if epoch == 0:
-                    dead_steps = dead_steps + 1 if logits.abs().max() == 0 else 0
+                totals[0] += loss_sum
+                totals[1] += (logits.argmax(1) == y).sum()
+                totals[2] += len(y)
+                if epoch == 0:  # a host read per step, in the first epoch only
+                    dead_steps = dead_steps + 1 if bool(logits.abs().max() == 0) else 0
+            checked = step % sync_every == sync_every - 1 or step == last_step
+            if checked and not torch.isfinite(totals[0]):  # the model in memory is lost; last.pt is not
+                raise TrainingError(
+                    f"the loss became {totals[0].item()} at epoch {epoch + 1}, step {step + 1}"
+                    f"{'' if sync_every == 1 else ' (or up to ' + str(sync_every - 1) + ' steps before)'}: training "
+                    f"diverged. The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is "
+                    f"kept. Lower the learning rate (now {recipe.lr}) or add a warm-up (--set warmup_epochs=2).")
             if dead_steps >= DEAD_MAP_STEPS:
                 raise TrainingError(_dead_maps_message(recipe, self.num_classes, f"epoch 1, step {step + 1}"))
             bar.update()
-            if self.progress and step % 10 == 0:
+            if self.progress and step % (10 * sync_every) == 0:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
         bar.close()
         seconds = time.perf_counter() - start
@@ -275,6 +284,7 @@ class Trainer:
             atomic_write_text(self.out_dir / "recipe.toml", recipe_to_toml(recipe))
             if self.history:  # a kill between last.pt and the records leaves them one epoch behind it
                 self._write_records()
+        started = time.perf_counter()
         for epoch in range(self.start_epoch, recipe.epochs):
             if self.schedule.finished:
                 break
@@ -302,6 +312,13 @@ class Trainer:
                 held = f", {recipe.eval_split} error {row['valid_error']:.2f}%" if "valid_error" in row else ""
                 print(f"epoch {epoch + 1}: lr {lr:.4g}, train loss {train_loss:.4f}, train error {train_error:.2f}%"
                       f"{held}, {images_per_s:.0f} images/s", file=sys.stderr, flush=True)
+            minutes = (time.perf_counter() - started) / 60
+            if recipe.max_minutes is not None and minutes >= recipe.max_minutes and epoch + 1 < recipe.epochs:
+                self.stopped_early = (f"time limit: stopped after epoch {epoch + 1} of {recipe.epochs} because this "
+                                      f"process had run {minutes:.2f} min (max_minutes = {recipe.max_minutes:g})")
+                if self.world.is_main:
+                    print(self.stopped_early, file=sys.stderr)
+                break
         summary = self._finish()
         shutdown(self.world)
         return summary
@@ -340,6 +357,7 @@ class Trainer:
             "model": self.recipe.model,
             "epochs_run": self.start_epoch_done,
             "lr_drops_after_epochs": [e + 1 for e in self.schedule.drops],
+            "stopped_early": self.stopped_early,
             "train_images": len(self.train_set.labels),
             "train_split": self.train_set.description,
             "final": self.history[-1] if self.history else None,

@@ -63,6 +63,7 @@ class Recipe:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     eval_batch_size: int = 500
+    max_minutes: float | None = None  # stop cleanly after the epoch that passes this wall time (a job's time slot)
 
     def __post_init__(self) -> None:
         choices = {
@@ -77,6 +78,8 @@ class Recipe:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise RecipeError(f"recipe {self.name!r}: max_minutes must be positive, got {self.max_minutes}")
         if self.subset is not None and self.subset < 1:
             raise RecipeError(f"recipe {self.name!r}: subset must be a positive number of images, got {self.subset}")
 
