@@ -1,6 +1,7 @@
 """`nin bench`: the report on tiny random data, and that ours and the reference compute the same step."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -45,6 +46,16 @@ def test_the_report_has_every_number_and_they_are_positive(monkeypatch: pytest.M
         for side in SIDES:
             assert memory[side]["side"] == side and memory[side]["phase"] == phase
     assert "train images/s" in bench.format_report(report)
+
+
+def test_int8_inference_runs_a_quantized_copy_of_ours() -> None:
+    config = dataclasses.replace(TINY, inference_precision="int8")
+    images, labels, _ = load_images(config)
+    runner = build_runner("ours", images, labels, fit_preprocess(images), config, CPU)
+    assert any(".quantized" in type(m).__module__ for m in runner.int8.modules())
+    runner.infer()
+    assert "--inference-precision int8" in " ".join(config.to_args())
+    assert "int8" in bench.format_report(bench.run_benchmark(dataclasses.replace(config, memory=False)))
 
 
 def test_a_memory_run_in_a_fresh_process() -> None:

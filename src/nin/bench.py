@@ -35,6 +35,7 @@ from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeli
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
 from nin.train.engine import resolve_device, train_step
+from nin.quantize import QuantizationError, quantize_int8
 from nin.train.evaluate import autocast
 
 MODEL = "nin_cifar10"
@@ -54,6 +55,7 @@ class BenchConfig:
     repeats: int = 5
     batch_size: int = 128
     eval_batch_size: int = 500  # ours; the reference infers in batches of batch_size, as a port's test loop
+    inference_precision: str = "bf16"  # ours: bf16 autocast, or "int8" (a quantized copy, CPU only)
     images: int = 10_000  # the data slice: the first training images, or random ones
     device: str = "auto"
     data_dir: str | None = None  # None: random uint8 images
@@ -67,7 +69,7 @@ class BenchConfig:
         """The ``nin bench`` options that reproduce this configuration."""
         args = ["--steps", str(self.steps), "--repeats", str(self.repeats), "--batch-size", str(self.batch_size),
                 "--eval-batch-size", str(self.eval_batch_size), "--images", str(self.images),
-                "--device", self.device, "--seed", str(self.seed)]
+                "--device", self.device, "--seed", str(self.seed), "--inference-precision", self.inference_precision]
         if self.data_dir is not None:
             args += ["--data-dir", self.data_dir]
         if self.threads is not None:
@@ -109,6 +111,11 @@ class OursTrainer:
         self.eval_images = self.loader.images[:eval_images]
         self.inference_images = eval_images
         self.batches = _epochs(self.loader)
+        if config.inference_precision == "int8" and device.type != "cpu":
+            raise QuantizationError("int8 inference runs on x86 CPUs only; use --device cpu or bf16")
+        # int8 copies the weights as they are now: fine for timing, which does not depend on their values
+        self.int8 = quantize_int8(self.model, self.eval_images[:1000].contiguous()) \
+            if config.inference_precision == "int8" else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return train_step(self.forward, self.optimizer, self.scaler, x, y, device=self.device,
@@ -121,6 +128,10 @@ class OursTrainer:
 
     @torch.inference_mode()
     def infer(self) -> None:
+        if self.int8 is not None:
+            for chunk in self.eval_images.split(self.eval_batch_size):
+                self.int8(chunk)
+            return
         self.model.eval()
         with autocast(self.device, self.precision):
             for chunk in self.eval_images.split(self.eval_batch_size):
@@ -341,7 +352,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"NIN-CIFAR10 on {report['hardware']}",
         f"data: {report['data']}",
-        f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}); threads: {report['threads']}; "
+        f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}, "
+        f"{config.get('inference_precision', 'bf16')}); threads: {report['threads']}; "
         f"{config['steps']} steps × {config['repeats']} repeats, reference and ours alternating; medians"
         + ("; ours torch.compile'd" if config["compile"] else ""),
         f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "

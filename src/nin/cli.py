@@ -81,13 +81,21 @@ def _eval(args: argparse.Namespace) -> int:
     trained = open_trained(args.checkpoint)
     data = load_dataset(trained.dataset, args.split, root=args.data_dir)
     trained.check_images(data.images, data.description)
-    result = evaluate(trained.model, trained.preprocess(data.images), data.labels, len(trained.classes))
+    model, precision = trained.model, args.precision
+    if precision == "int8":
+        from nin.quantize import quantize_int8
+
+        calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
+        model, precision = quantize_int8(model, trained.preprocess(calibration)), "fp32"
+    result = evaluate(model, trained.preprocess(data.images), data.labels, len(trained.classes),
+                      precision=precision, channels_last=precision == "bf16")
     per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:
         print(json.dumps({"split": args.split, "description": data.description, "lossy": data.lossy,
-                          "images": result.count, "error": result.error, "per_class_accuracy": per_class}, indent=2))
+                          "precision": args.precision, "images": result.count, "error": result.error,
+                          "per_class_accuracy": per_class}, indent=2))
         return 0
-    print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images)")
+    print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images, {args.precision})")
     for name, acc in per_class.items():
         print(f"  {name:>12s}  {acc:6.2f}%")
     return 0
@@ -131,7 +139,8 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig(steps=args.steps, repeats=args.repeats, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
                          data_dir=args.data_dir, compile=args.compile, threads=args.threads, memory=args.memory,
-                         matmul_size=args.matmul_size, seed=args.seed)
+                         matmul_size=args.matmul_size, seed=args.seed,
+                         inference_precision=args.inference_precision)
     command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(bench_command(config, command, args.json))
     return 0
@@ -206,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="int8: a statically quantized copy for x86 CPUs (see nin.quantize)")
+    p.add_argument("--calibration", type=_positive, default=2000, metavar="N",
+                   help="int8: calibrate on the first N training images (default 2000)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_eval)
 
@@ -236,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per side, interleaved (default 5)")
     p.add_argument("--batch-size", type=_positive, default=128)
     p.add_argument("--eval-batch-size", type=_positive, default=500, help="ours' inference batch (default 500)")
+    p.add_argument("--inference-precision", choices=["bf16", "int8"], default="bf16",
+                   help="ours' inference: bf16 autocast, or an int8 copy (x86 CPUs; see nin.quantize)")
     p.add_argument("--images", type=_positive, default=10_000, help="size of the data slice (default 10000)")
     p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -5,6 +5,7 @@ from nin.data import DatasetError
 from nin.export import ExportError
 from nin.models.registry import UnknownModelError
 from nin.predict import ImageFileError
+from nin.quantize import QuantizationError
 from nin.reproduce import ExperimentError
 from nin.train.checkpoint import CheckpointError
 from nin.train.engine import TrainingError
@@ -13,4 +14,4 @@ from nin.weights import WeightsError
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, TrainingError, RecipeError,
                                                       UnknownModelError, ImageFileError, ExportError, WeightsError,
-                                                      ExperimentError)
+                                                      ExperimentError, QuantizationError)

@@ -36,12 +36,17 @@ def _errors(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 def _run_line(run: str, summary: dict[str, Any], page_dir: Path, results_dir: Path) -> str:
     curves = os.path.relpath(results_dir / run / "curves.png", page_dir)
-    hours = summary["wall_time_s"] / 3600
     drops = summary.get("lr_drops_after_epochs") or []
-    return (f"| `{run}` | {_errors(summary)} | {summary['epochs_run']}"
-            f"{' (rate /10 after ' + ', '.join(map(str, drops)) + ')' if drops else ''} | {hours:.2f} h | "
+    stopped = " (stopped early: time limit)" if summary.get("stopped_early") else ""
+    return (f"| `{run}` | {_errors(summary)} | {summary['epochs_run']}{stopped}"
+            f"{' (rate /10 after ' + ', '.join(map(str, drops)) + ')' if drops else ''} | "
+            f"{_duration(summary['wall_time_s'])} | "
             f"{summary['precision']}{', channels_last' if summary.get('channels_last') else ''} | "
             f"{summary['hardware']} | {summary.get('commit') or '-'} | {summary['date']} | [curves]({curves}) |")
 
@@ -56,7 +61,7 @@ def render(results_dir: Path, page: Path) -> str:
              "LOSSY JPEG-75 copy of the CIFAR-10 test set (not the official test set). Why our numbers differ "
              "from the paper's: [differences.md](differences.md).", ""]
     shown: set[str] = set()
-    header = ("| run | our error (%) | epochs | wall time | precision | hardware | commit | date | curves |\n"
+    header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | curves |\n"
               "|---|---|---|---|---|---|---|---|---|")
     for exp in EXPERIMENTS.values():
         lines += [f"## {exp.title}", "", "| method | paper | our recipe | ours |", "|---|---|---|---|"]

@@ -74,9 +74,10 @@ def _dead_maps_message(recipe: Recipe, num_classes: int, where: str) -> str:
 
 
 def _git_commit() -> str | None:
+    """The source's commit, with "-dirty" when tracked files differ from it (the record must say so)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude", "*"],
+                             capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

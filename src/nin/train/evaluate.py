@@ -42,7 +42,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_c
     """Each process evaluates its contiguous share of the split; the sums are combined."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), images).device  # a quantized model keeps no parameters: its input's device
     share = torch.arange(len(images)).tensor_split(world.world_size)[world.rank]
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, count
     correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
