@@ -137,11 +137,14 @@ def test_init_follows_the_authors_stds() -> None:
     assert all(torch.count_nonzero(c.bias) == 0 for c in convs)
 
 
-def test_batch_norm_option() -> None:
-    model = nin.create_model("nin_cifar10", batch_norm=True)
+@pytest.mark.parametrize("name", [n for n in SMALL if n.startswith("nin_")])
+def test_batch_norm_option(name: str) -> None:
+    model = nin.create_model(name, batch_norm=True)  # fully connected heads included
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert all(c.bias is None for b in model.features if isinstance(b, MLPConv) for c in b.convs)
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    x = _input(name)
+    assert model(x).shape == (2, nin.model_info(name).num_classes)
+    assert torch.allclose(model.eval().class_maps(x).mean((2, 3)), model(x), atol=1e-5)
 
 
 def test_num_classes_override() -> None:

@@ -65,3 +65,14 @@ def test_unknown_recipe_and_bad_files(tmp_path) -> None:
     bad.write_text('name = "x"\ndescription = "d"\n')
     with pytest.raises(RecipeError, match="missing required recipe keys: paper_ref, model"):
         load_recipe(str(bad))
+
+
+def test_a_recipe_without_a_paper_number_prints_its_peer_reference(capsys: pytest.CaptureFixture) -> None:
+    from nin.cli import _print_final
+
+    recipe = load_recipe("fashion-mnist-fast")
+    assert recipe.paper_error is None and recipe.peer_error == 8.4
+    _print_final({"recipe": recipe.name, "epochs_run": 1, "wall_time_s": 60.0, "final": {}, "tests": {},
+                  "paper_error": None, "paper_ref": recipe.paper_ref, "peer_error": recipe.peer_error,
+                  "peer_ref": recipe.peer_ref})
+    assert "no paper number; peer reference: 8.40% (Fashion-MNIST README benchmark" in capsys.readouterr().out

@@ -45,6 +45,7 @@ TARGETS = {"train": 4.0, "inference": 4.0}  # ours / reference, images per secon
 SIDES = ("reference", "ours")
 PHASES = ("train", "inference")
 WARMUP_STEPS = 2
+INT8_CALIBRATION = 512  # images
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,8 @@ class OursTrainer:
         self.batches = _epochs(self.loader)
         if config.inference_precision == "int8" and device.type != "cpu":
             raise QuantizationError("int8 inference runs on x86 CPUs only; use --device cpu or bf16")
-        # int8 copies the weights as they are now: fine for timing, which does not depend on their values
-        self.int8 = quantize_int8(self.model, self.eval_images[:1000].contiguous()) \
-            if config.inference_precision == "int8" else None
+        self.int8_wanted = config.inference_precision == "int8"
+        self.int8: nn.Module | None = None  # made at the first inference (a warm-up), so training never holds it
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return train_step(self.forward, self.optimizer, self.scaler, x, y, device=self.device,
@@ -128,6 +128,9 @@ class OursTrainer:
 
     @torch.inference_mode()
     def infer(self) -> None:
+        if self.int8_wanted and self.int8 is None:
+            with torch.inference_mode(False):  # the weights as they are now: timing does not depend on them
+                self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION].contiguous())
         if self.int8 is not None:
             for chunk in self.eval_images.split(self.eval_batch_size):
                 self.int8(chunk)

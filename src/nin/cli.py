@@ -59,7 +59,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _print_final(summary: dict) -> None:
     paper = summary["paper_error"]
-    reference = f"paper: {paper:.2f}% ({summary['paper_ref']})" if paper is not None else "no paper number"
+    peer = summary.get("peer_error")
+    reference = (f"paper: {paper:.2f}% ({summary['paper_ref']})" if paper is not None else
+                 f"no paper number; peer reference: {peer:.2f}% ({summary['peer_ref']})" if peer is not None else
+                 "no paper number")
     final = summary["final"] or {}
     lines = [f"{summary['recipe']}: {summary['epochs_run']} epochs in {summary['wall_time_s'] / 60:.1f} min"]
     if "valid_error" in final:

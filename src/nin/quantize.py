@@ -22,9 +22,10 @@ class QuantizationError(RuntimeError):
     """The int8 path cannot be built here; the message says why and what to use instead."""
 
 
-def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int = 500) -> nn.Module:
+def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch_size: int = 64) -> nn.Module:
     """An int8 copy of ``model`` (left untouched) for CPU inference, calibrated on ``calibration``:
-    preprocessed images shaped like the model's input, a few thousand are enough."""
+    preprocessed images shaped like the model's input, a few thousand are enough. Small calibration
+    batches keep the observers' peak memory low."""
     if calibration.dim() != 4 or len(calibration) == 0:
         raise QuantizationError(f"calibration needs a batch of preprocessed images (N, C, H, W), got shape "
                                 f"{tuple(calibration.shape)}")

@@ -6,6 +6,7 @@ Pooling is 3×3 stride 2 with the output size rounded up, as cuda-convnet and Ca
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,8 +75,9 @@ class NIN(ClassMapNetwork):
         if head == "gap":
             self.head = GAPHead()
         elif head in ("fc", "fc-dropout"):
-            with torch.no_grad():
-                shape = self.features(torch.zeros(1, in_channels, input_size, input_size, device="meta")).shape
+            with torch.no_grad():  # shapes only: a copy on the meta device (BatchNorm's buffers included)
+                meta = copy.deepcopy(self.features).to("meta")
+                shape = meta(torch.zeros(1, in_channels, input_size, input_size, device="meta")).shape
             self.head = FCHead(tuple(shape[1:]), channels, dropout=0.5 if head == "fc-dropout" else 0.0,
                                init_std=fc_init_std)
         else:

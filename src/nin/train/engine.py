@@ -175,7 +175,7 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path)
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
-        ignored = {"epochs", "device", "max_minutes"}  # a resumed run may be extended, moved or re-timed
+        ignored = {"epochs", "device", "max_minutes", "peer_error", "peer_ref"}  # extended, moved, re-timed, re-cited
         changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
         if changed:
             raise TrainingError(
@@ -355,6 +355,8 @@ class Trainer:
             "recipe": self.recipe.name,
             "paper_ref": self.recipe.paper_ref,
             "paper_error": self.recipe.paper_error,
+            "peer_error": self.recipe.peer_error,
+            "peer_ref": self.recipe.peer_ref,
             "model": self.recipe.model,
             "epochs_run": self.start_epoch_done,
             "lr_drops_after_epochs": [e + 1 for e in self.schedule.drops],

@@ -30,6 +30,8 @@ class Recipe:
     # model
     model: str
     paper_error: float | None = None  # the paper's number for that row, in % (None: not in the paper)
+    peer_error: float | None = None  # where the paper has none: a published reference error, in %
+    peer_ref: str = ""  # where peer_error comes from
     model_args: dict[str, Any] = field(default_factory=dict)
     # data
     dataset: str = "cifar10"
