@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("device_data", REPO / "benchmarks" / "device_data.py")
+spec = importlib.util.spec_from_file_location("device_data", REPO / "benchmarks" / "device" / "data.py")
 device_data = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(device_data)
 

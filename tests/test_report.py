@@ -42,3 +42,9 @@ def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:
         reproduce("table9", runs_dir=tmp_path, results_dir=tmp_path)
     with pytest.raises(ExperimentError, match="cifar10 not in table4"):
         reproduce("table4", runs_dir=tmp_path, results_dir=tmp_path, only=["cifar10"])
+
+
+def test_each_experiment_lists_each_recipe_once() -> None:
+    for exp in EXPERIMENTS.values():
+        assert len(exp.recipes) == len(set(exp.recipes)), exp.name
+    assert EXPERIMENTS["fashion-mnist"].recipes == ["fashion-mnist-fast", "fashion-mnist"]

@@ -59,12 +59,13 @@ def render(results_dir: Path, page: Path) -> str:
              "split it was measured on: `valid` is the paper's own held-out split (the last 10,000 training "
              "images), `test-lossless-1000` the first 1,000 official CIFAR-10 test images, `test-jpeg75` a "
              "LOSSY JPEG-75 copy of the CIFAR-10 test set (not the official test set). Why our numbers differ "
-             "from the paper's: [differences.md](differences.md).", ""]
+             "from the paper's: [differences.md](differences.md). `published` is the paper's number, or, where the "
+             "paper has none (Fashion-MNIST), a peer's.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | curves |\n"
               "|---|---|---|---|---|---|---|---|---|")
     for exp in EXPERIMENTS.values():
-        lines += [f"## {exp.title}", "", "| method | paper | our recipe | ours |", "|---|---|---|---|"]
+        lines += [f"## {exp.title}", "", "| method | published | our recipe | ours |", "|---|---|---|---|"]
         for row in exp.rows:
             runs = records.get(row.recipe, []) if row.recipe else []
             ours = "; ".join(f"`{run}`: {_errors(s)}" for run, s in runs) if runs else ("not run yet" if row.recipe

@@ -5,8 +5,8 @@ stored as the residual of the gradient predictor (left + up - up-left, mod 256, 
 with xz: lossless, 66% of the raw size for the training batches. A warm machine keeps files between
 calls, so piece ``a`` goes with the first call and piece ``b`` with the second::
 
-    python benchmarks/device_data.py pack ../shared/data .devdata      # here: .devdata/a, .devdata/b
-    python benchmarks/device_data.py unpack .devdata/a ../shared/data  # there, once per piece
+    python benchmarks/device/data.py pack ../shared/data .devdata      # here: .devdata/a, .devdata/b
+    python benchmarks/device/data.py unpack .devdata/a ../shared/data  # there, once per piece
 
 ``unpack`` checks every rebuilt batch against a SHA-256 of its pixels and labels taken from the
 originals, and stops on a mismatch.
