@@ -314,7 +314,7 @@ class Trainer:
                 print(f"epoch {epoch + 1}: lr {lr:.4g}, train loss {train_loss:.4f}, train error {train_error:.2f}%"
                       f"{held}, {images_per_s:.0f} images/s", file=sys.stderr, flush=True)
             minutes = (time.perf_counter() - started) / 60
-            if recipe.max_minutes is not None and minutes >= recipe.max_minutes and epoch + 1 < recipe.epochs:
+            if recipe.max_minutes is not None and epoch + 1 < recipe.epochs and self._all_agree_time_is_up(minutes):
                 self.stopped_early = (f"time limit: stopped after epoch {epoch + 1} of {recipe.epochs} because this "
                                       f"process had run {minutes:.2f} min (max_minutes = {recipe.max_minutes:g})")
                 if self.world.is_main:
@@ -323,6 +323,11 @@ class Trainer:
         summary = self._finish()
         shutdown(self.world)
         return summary
+
+    def _all_agree_time_is_up(self, minutes: float) -> bool:
+        """True when any process has passed ``max_minutes``: all processes stop after the same epoch."""
+        late = torch.tensor([float(minutes >= self.recipe.max_minutes)], device=self.device)
+        return bool(all_reduce_sum(late, self.world).item() > 0)
 
     def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
         return evaluate(self.model, images, labels, self.num_classes, batch_size=self.recipe.eval_batch_size,
