@@ -34,8 +34,8 @@ from nin.bench_reference import PAD, ReferenceTrainer, reference_loader
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
-from nin.train.engine import resolve_device, train_step
 from nin.quantize import QuantizationError, quantize_int8
+from nin.train.engine import resolve_device, train_step
 from nin.train.evaluate import autocast
 
 MODEL = "nin_cifar10"
