@@ -138,6 +138,7 @@ class Trainer:
         self.start_epoch = 0
         self.elapsed = 0.0
         self.stopped_early: str | None = None  # why fit() ended before the recipe's end, if it did
+        self.commit = _git_commit()  # the code this process runs, read before the tree can change
         if state:
             self._restore(state)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
@@ -375,7 +376,7 @@ class Trainer:
             "channels_last": self.recipe.channels_last,
             "processes": self.world.world_size,
             "hardware": describe_hardware(self.device),
-            "commit": _git_commit(),
+            "commit": self.commit,
             "command": self.command,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
