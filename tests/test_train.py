@@ -66,6 +66,20 @@ def test_time_limit_stops_cleanly_after_an_epoch_and_says_so(shared_data: Path, 
     assert resumed.fit()["epochs_run"] == 3 and resumed.stopped_early is None
 
 
+def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = tiny_recipe("epochs=1", "precision=\"bf16\"", "channels_last=true")
+    lean = Trainer(recipe, tmp_path / "bf16", data_root=shared_data, progress=False)
+    assert lean.loader.images.dtype == torch.bfloat16
+    lean.fit()
+    monkeypatch.setattr(engine, "resident_dtype", lambda precision: torch.float32)
+    full = Trainer(recipe, tmp_path / "fp32", data_root=shared_data, progress=False)
+    assert full.loader.images.dtype == torch.float32
+    full.fit()  # autocast casts the first convolution's input to bf16 either way
+    for (name, a), b in zip(lean.model.state_dict().items(), full.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_resume_refuses_a_different_recipe(shared_data: Path, tmp_path: Path) -> None:
     Trainer(tiny_recipe("epochs=1"), tmp_path, data_root=shared_data, progress=False).fit()
     with pytest.raises(TrainingError, match="lr: 0.02 there, 0.05 now"):

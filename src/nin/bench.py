@@ -36,7 +36,7 @@ from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
 from nin.quantize import QuantizationError, quantize_int8
 from nin.train.engine import resolve_device, train_step
-from nin.train.evaluate import autocast
+from nin.train.evaluate import autocast, resident_dtype
 
 MODEL = "nin_cifar10"
 INPUT_SIZE = (3, 32, 32)
@@ -100,8 +100,8 @@ class OursTrainer:
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: Pipeline,
                  eval_images: int, config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
         self.preprocess = preprocess
-        self.loader = DeviceLoader(self.preprocess(images), labels, config.batch_size, seed=config.seed,
-                                   augment=Augment(PAD, flip=True), device=device, channels_last=True)
+        self.loader = DeviceLoader(self.preprocess(images).to(resident_dtype(precision)), labels, config.batch_size,
+                                   seed=config.seed, augment=Augment(PAD, flip=True), device=device, channels_last=True)
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model
         self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)
@@ -130,10 +130,10 @@ class OursTrainer:
     def infer(self) -> None:
         if self.int8_wanted and self.int8 is None:
             with torch.inference_mode(False):  # the weights as they are now: timing does not depend on them
-                self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION].contiguous())
+                self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION].float())
         if self.int8 is not None:
             for chunk in self.eval_images.split(self.eval_batch_size):
-                self.int8(chunk)
+                self.int8(chunk.float())
             return
         self.model.eval()
         with autocast(self.device, self.precision):

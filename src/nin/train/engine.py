@@ -22,7 +22,7 @@ from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups
 from nin.train.checkpoint import load_checkpoint, save_checkpoint
 from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
-from nin.train.evaluate import EvalResult, autocast, evaluate
+from nin.train.evaluate import EvalResult, autocast, evaluate, resident_dtype
 from nin.train.metrics import plot_curves, write_metrics
 from nin.train.recipe import Recipe, RecipeError, recipe_to_toml
 from nin.train.schedule import Schedule
@@ -116,7 +116,7 @@ class Trainer:
 
         augment = Augment(recipe.augment_pad, recipe.augment_flip, recipe.augment_mode) \
             if recipe.augment_pad or recipe.augment_flip else None
-        self.loader = DeviceLoader(self._finite(train), train.labels, recipe.batch_size, shuffle=True,
+        self.loader = DeviceLoader(self._finite(train).to(resident_dtype(recipe.precision)), train.labels, recipe.batch_size, shuffle=True,
                                    seed=recipe.seed, rank=self.world.rank, world_size=self.world.world_size,
                                    augment=augment, device=self.device, channels_last=recipe.channels_last)
         self.eval_data = self._prepare(self.eval_set) if self.eval_set else None
@@ -152,7 +152,7 @@ class Trainer:
         return data
 
     def _prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._finite(data).to(self.device), data.labels.to(self.device)
+        return self._finite(data).to(self.device, resident_dtype(self.recipe.precision)), data.labels.to(self.device)
 
     def _finite(self, data: LabeledImages) -> torch.Tensor:
         """The preprocessed images, refused if any value is NaN or Inf: training on them would only

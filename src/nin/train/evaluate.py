@@ -35,6 +35,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def resident_dtype(precision: str) -> torch.dtype:
+    """The dtype to keep preprocessed images in: autocast casts a convolution's input to its low precision
+    anyway, so storing them that way changes no result and halves the memory a resident dataset takes."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
              batch_size: int = 500, precision: str = "fp32", channels_last: bool = False,
