@@ -130,7 +130,7 @@ class OursTrainer:
     def infer(self) -> None:
         if self.int8_wanted and self.int8 is None:
             with torch.inference_mode(False):  # the weights as they are now: timing does not depend on them
-                self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION].float())
+                self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION])
         if self.int8 is not None:
             for chunk in self.eval_images.split(self.eval_batch_size):
                 self.int8(chunk.float())

@@ -15,9 +15,6 @@ import warnings
 import torch
 from torch import nn
 
-DEFAULT_CALIBRATION_IMAGES = 2000
-
-
 class QuantizationError(RuntimeError):
     """The int8 path cannot be built here; the message says why and what to use instead."""
 
