@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -192,15 +193,27 @@ def test_flipped_byte_in_a_checkpoint_is_detected(checkpoint: Path, tmp_path: Pa
     fails(capsys, ["eval", str(tmp_path / "flipped.pt")], str(tmp_path / "flipped.pt"), "CRC-32", "delete it")
 
 
-def test_damaged_zip_directory_is_caught_by_the_content_digest(checkpoint: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_member_marked_as_a_directory_is_refused(checkpoint: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
     """The directory bit set in a member's zip attributes: every CRC still matches, but torch.load then
-    returns bytes that were never saved (uninitialised memory) for that tensor."""
+    fills that tensor with whatever the allocator hands back, sometimes the very bytes saved."""
     raw = bytearray(checkpoint.read_bytes())
     entry = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"/data/0"))  # its central directory entry
     raw[entry + 38] |= 0x10  # external attributes: MS-DOS directory
     (tmp_path / "dir.pt").write_bytes(raw)
-    fails(capsys, ["eval", str(tmp_path / "dir.pt")], "SHA-256", "delete it")
+    fails(capsys, ["eval", str(tmp_path / "dir.pt")], "data/0", "directory", "delete it")
+
+
+def test_changed_weights_with_matching_crcs_are_caught_by_the_content_digest(
+        checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A weight changed and every CRC-32 rewritten to match: only the SHA-256 of the content can tell."""
+    with zipfile.ZipFile(checkpoint) as source, zipfile.ZipFile(tmp_path / "edited.pt", "w") as edited:
+        for member in source.infolist():
+            data = bytearray(source.read(member))
+            if member.filename.endswith("/data/0"):
+                data[0] ^= 0x01
+            edited.writestr(member, bytes(data))
+    fails(capsys, ["eval", str(tmp_path / "edited.pt")], "SHA-256", "delete it")
 
 
 def test_resume_from_a_truncated_checkpoint(checkpoint: Path, tmp_path: Path, shared_data: Path,

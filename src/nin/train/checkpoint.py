@@ -6,8 +6,8 @@ the file: only tensors, numbers, strings, lists and dicts are accepted.
 A damaged file is an error, never a silently different network. ``torch.load`` checks neither the
 CRC-32 that ``torch.save`` writes for every zip member nor much else: a flipped byte in the weights
 loads as a different weight, and some damage to the zip directory makes it return bytes other than
-the ones saved. So loading checks every member's CRC-32 first, and a SHA-256 of the content (every
-key, value and tensor byte), saved with it, after.
+the ones saved. So loading checks every member's CRC-32 and kind first, and a SHA-256 of the content
+(every key, value and tensor byte), saved with it, after.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from nin.atomic import atomic_write
 
 FORMAT = "nin-checkpoint-v1"
 _DIGEST = "sha256"  # the key of the content digest (checkpoints written before it existed have none)
+_MSDOS_DIR = 0x10  # the directory bit of a zip member's external attributes
 _REMEDY = "delete it and train again (or resume from a good copy)"
 
 
@@ -65,16 +66,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _check_crc(path: Path) -> None:
-    """Refuse a file whose zip members do not match their CRC-32, before anything is unpickled."""
+    """Refuse a file whose zip members do not match their CRC-32 or are not files, before anything is unpickled."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+            directory = next((m.filename for m in archive.infolist()
+                              if m.is_dir() or m.external_attr & _MSDOS_DIR), None)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
             NotImplementedError, struct.error, zlib.error) as err:  # what zipfile raises on damaged headers
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a checkpoint): {err}; "
                               f"{_REMEDY}") from None
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} is damaged: its member {bad} fails its CRC-32 or header check; "
+                              f"{_REMEDY}")
+    if directory is not None:  # torch.save writes none; torch.load would fill such a tensor with stale memory
+        raise CheckpointError(f"checkpoint {path} is damaged: its member {directory} is marked as a directory; "
                               f"{_REMEDY}")
 
 
