@@ -47,4 +47,4 @@ def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:
 def test_each_experiment_lists_each_recipe_once() -> None:
     for exp in EXPERIMENTS.values():
         assert len(exp.recipes) == len(set(exp.recipes)), exp.name
-    assert EXPERIMENTS["fashion-mnist"].recipes == ["fashion-mnist-fast", "fashion-mnist"]
+    assert EXPERIMENTS["fashion-mnist"].recipes == ["fashion-mnist-fast", "fashion-mnist", "fashion-mnist-d2l"]

@@ -61,5 +61,5 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     )),
     Experiment("fashion-mnist", "Fashion-MNIST (not in the paper): the MNIST network and procedure", "fashion-mnist",
                (Row("peer: 2 Conv+pooling, the dataset's own benchmark table (TensorFlow's doc)", 8.40, "fashion-mnist-fast"),),
-               ("fashion-mnist", "fashion-mnist-fast")),
+               ("fashion-mnist", "fashion-mnist-fast", "fashion-mnist-d2l")),
 ]}

@@ -26,7 +26,8 @@ class MLPConv(nn.Module):
     ``init_std`` draws weights from N(0, std²) with zero biases, as the authors' configs do
     (one std for all layers or one per layer); ``"he"`` uses std = √(2 / fan_in), which keeps the
     signal's scale through ReLU layers, for networks whose authors' stds are not published;
-    ``None`` keeps PyTorch's default init.
+    ``"xavier"`` draws weights with Glorot's uniform rule and keeps PyTorch's default biases, as the
+    d2l.ai book's networks do; ``None`` keeps PyTorch's default init.
     ``batch_norm`` inserts BatchNorm before each ReLU: not in the paper.
     """
 
@@ -59,8 +60,11 @@ class MLPConv(nn.Module):
             )
             if std == "he":
                 std = (2.0 / (conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1])) ** 0.5
+            elif std == "xavier":
+                nn.init.xavier_uniform_(conv.weight)
+                std = None
             elif isinstance(std, str):
-                raise ValueError(f"init_std {std!r} is not a number; use a std, 'he' or None")
+                raise ValueError(f"init_std {std!r} is not a number; use a std, 'he', 'xavier' or None")
             if std is not None:
                 nn.init.normal_(conv.weight, mean=0.0, std=std)
                 if conv.bias is not None:

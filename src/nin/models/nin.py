@@ -30,13 +30,14 @@ class Stage:
     stride: int = 1
     pool: str | None = "max"  # "max", "avg" or None
     dropout: float = 0.5
+    pool_ceil: bool = True  # round the pooled size up (cuda-convnet, Caffe) or down (PyTorch's default)
 
 
-def _pool(kind: str) -> nn.Module:
+def _pool(kind: str, ceil: bool = True) -> nn.Module:
     if kind == "max":
-        return nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        return nn.MaxPool2d(3, stride=2, ceil_mode=ceil)
     if kind == "avg":
-        return nn.AvgPool2d(3, stride=2, ceil_mode=True)
+        return nn.AvgPool2d(3, stride=2, ceil_mode=ceil)
     raise ValueError(f"unknown pooling {kind!r}; use 'max', 'avg' or None")
 
 
@@ -66,7 +67,7 @@ class NIN(ClassMapNetwork):
             blocks.append(MLPConv(channels, stage.widths, stage.kernel_size, stage.stride, stage.padding,
                                   batch_norm=batch_norm, init_std=stage.init_std))
             if stage.pool is not None:
-                blocks.append(_pool(stage.pool))
+                blocks.append(_pool(stage.pool, stage.pool_ceil))
             if stage.dropout > 0:
                 blocks.append(nn.Dropout(stage.dropout))
             channels = stage.widths[-1]
