@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file written by `nin train`")
-    _check_crc(path)
+    _check_zip(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -65,7 +65,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def _check_crc(path: Path) -> None:
+def _check_zip(path: Path) -> None:
     """Refuse a file whose zip members do not match their CRC-32 or are not files, before anything is unpickled."""
     try:
         with zipfile.ZipFile(path) as archive:

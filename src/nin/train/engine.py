@@ -116,7 +116,8 @@ class Trainer:
 
         augment = Augment(recipe.augment_pad, recipe.augment_flip, recipe.augment_mode) \
             if recipe.augment_pad or recipe.augment_flip else None
-        self.loader = DeviceLoader(self._finite(train).to(resident_dtype(recipe.precision)), train.labels, recipe.batch_size, shuffle=True,
+        self.loader = DeviceLoader(self._finite(train).to(resident_dtype(recipe.precision)), train.labels,
+                                   recipe.batch_size, shuffle=True,
                                    seed=recipe.seed, rank=self.world.rank, world_size=self.world.world_size,
                                    augment=augment, device=self.device, channels_last=recipe.channels_last)
         self.eval_data = self._prepare(self.eval_set) if self.eval_set else None
