@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nin.data.preprocess import GCN, LCN, ZCA, Pipeline, Standardize, ToUnitRange, build_pipeline, gaussian_kernel
+from nin.data.preprocess import GCN, LCN, ZCA, MeanImage, Pipeline, Standardize, ToUnitRange, build_pipeline, gaussian_kernel
 
 # ------------------------------------------------------------------------------- NumPy references
 
@@ -163,6 +163,20 @@ def test_lcn_kernel_is_pylearn2s_gaussian_filter():
         LCN(kernel_size=6)
 
 
+def test_mean_image_matches_numpy_and_round_trips(cifar_batch1):
+    train, test = cifar_batch1[:1500], cifar_batch1[1500:]
+    step = MeanImage().fit(torch.from_numpy(train))
+    expected = test.astype(np.float64) - train.astype(np.float64).mean(axis=0)
+    out = step(torch.from_numpy(test))
+    assert out.dtype == torch.float32 and rel_err(out, expected) < 1e-6
+    rebuilt = Pipeline.from_state_dict(Pipeline([step]).state_dict())
+    assert torch.equal(rebuilt(torch.from_numpy(test)), out)
+    with pytest.raises(ValueError, match=r"fitted on images of shape \(3, 32, 32\).*\(1, 32, 32\)"):
+        step(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(RuntimeError, match="MeanImage is not fitted"):
+        MeanImage()(torch.from_numpy(test))
+
+
 def test_standardize_matches_reference(cifar_batch1):
     train, test = cifar_batch1[:1500], cifar_batch1[1500:]
     s = Standardize().fit(torch.from_numpy(train))
@@ -209,7 +223,7 @@ def test_pipeline_fits_each_step_on_the_output_of_the_previous_ones():
 
 
 def test_pipeline_errors():
-    with pytest.raises(ValueError, match="unknown preprocessing step 'whiten'.*unit, gcn, zca, lcn, standardize"):
+    with pytest.raises(ValueError, match="unknown preprocessing step 'whiten'.*unit, mean_image, gcn, zca, lcn, standardize"):
         build_pipeline(["whiten"])
     with pytest.raises(ValueError, match="'gcn' does not take bias; it takes scale, min_norm"):
         build_pipeline([{"name": "gcn", "bias": 1}])
