@@ -30,6 +30,14 @@ def test_recipe_round_trips_through_toml(name: str, tmp_path) -> None:
     assert load_recipe(str(path)) == recipe
 
 
+def test_a_recipe_without_per_epoch_evaluation_round_trips(tmp_path) -> None:
+    recipe = apply_overrides(load_recipe("mnist"), ["eval_split=none", "max_minutes=none"])
+    path = tmp_path / "r.toml"
+    path.write_text(recipe_to_toml(recipe))
+    assert 'eval_split = "none"' in path.read_text()  # an absent key would mean the default, "valid"
+    assert load_recipe(str(path)) == recipe and load_recipe(str(path)).eval_split is None
+
+
 def test_overrides_are_typed() -> None:
     recipe = apply_overrides(load_recipe("mnist"), ["lr=0.5", "epochs=3", "eval_split=none", "model_args.dropout=0.0",
                                                     "test_splits=[\"test\"]", "weight_decay=0"])

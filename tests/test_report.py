@@ -1,6 +1,7 @@
 """`nin reproduce` keeps the records of a real (tiny) run; `nin report` sets them beside the paper's table."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,8 +9,10 @@ import pytest
 
 from nin.cli import main
 from nin.paper import EXPERIMENTS
+from nin.report import render
 from nin.reproduce import ExperimentError, reproduce
-from nin.train import list_recipes
+from nin.train import list_recipes, load_recipe
+from nin.train.recipe import recipe_to_toml
 
 TINY = ["subset=128", "batch_size=64", "epochs=1", "eval_split=none", "test_splits=[\"valid\"]"]
 
@@ -31,10 +34,28 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert main(["report", "--results-dir", str(results), "--out", str(page)]) == 0
     text = page.read_text()
     error = json.loads((results / "mnist-tiny" / "summary.json").read_text())["tests"]["valid"]["error"]
-    assert f"`mnist-tiny`: {error:.2f} (valid)" in text
+    assert f"`mnist-tiny` (changed): {error:.2f} (valid)" in text
+    assert '| eval_split=none, test_splits=["valid"], subset=128, epochs=1, batch_size=64 |' in text
     assert "| NIN + Dropout | 0.47 | `mnist` |" in text and "| Conv. maxout + Dropout | 0.45 |" in text
     assert "](../results/mnist-tiny/curves.png)" in text
     assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet |" in text
+
+
+def test_report_tells_runs_of_the_shipped_recipe_from_changed_ones(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shipped = load_recipe("mnist-fast")
+    for run, recipe in [("as-shipped", dataclasses.replace(shipped, seed=3, device="cpu")),
+                        ("shortened", dataclasses.replace(shipped, epochs=2, lr=0.5))]:
+        (results / run).mkdir(parents=True)
+        (results / run / "recipe.toml").write_text(recipe_to_toml(recipe))
+        summary = {"recipe": "mnist-fast", "final": {"valid_error": 1.0}, "tests": {"test": {"error": 0.9}},
+                   "epochs_run": recipe.epochs, "wall_time_s": 60.0, "precision": "bf16", "channels_last": True,
+                   "hardware": "cpu", "commit": "abc", "date": "today", "command": "nin ..."}
+        (results / run / "summary.json").write_text(json.dumps(summary))
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert "`as-shipped`: 1.00 (valid); 0.90 (test)" in text  # a seed or device is not a change of procedure
+    assert "`shortened` (changed): 1.00 (valid)" in text
+    assert "| today | epochs=2, lr=0.5 | [curves]" in text and "| today | none | [curves]" in text
 
 
 def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """`nin report`: the results page, our measured errors beside the paper's tables, from results/."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,6 +9,12 @@ from typing import Any
 
 from nin.atomic import atomic_write_text
 from nin.paper import EXPERIMENTS
+from nin.train import load_recipe
+
+# Recipe fields that describe or house a run rather than its procedure: a change to them is not a change of
+# method (a seed is a draw of the same procedure; a time limit that bites shows as "stopped early").
+_NOT_PROCEDURE = ("name", "description", "paper_ref", "paper_error", "peer_error", "peer_ref", "device", "seed",
+                  "eval_batch_size", "max_minutes")
 
 
 def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -23,6 +30,19 @@ def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]
     return records
 
 
+def changed_fields(run_dir: Path, recipe: str) -> dict[str, Any]:
+    """Procedure fields in which a run's recorded ``recipe.toml`` differs from the recipe as shipped.
+
+    A shortened or modified run must not pass for the paper's procedure on the results page."""
+    recorded = dataclasses.asdict(load_recipe(str(run_dir / "recipe.toml")))
+    shipped = dataclasses.asdict(load_recipe(recipe))
+    return {k: recorded[k] for k in shipped if k not in _NOT_PROCEDURE and recorded[k] != shipped[k]}
+
+
+def _changes(changed: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={'none' if v is None else json.dumps(v)}" for k, v in changed.items()) or "none"
+
+
 def _errors(summary: dict[str, Any]) -> str:
     """Every held-out error of a run, each named by what it was measured on."""
     parts = []
@@ -36,19 +56,26 @@ def _errors(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
+def _ours(run: str, summary: dict[str, Any], results_dir: Path) -> str:
+    changed = " (changed)" if changed_fields(results_dir / run, summary["recipe"]) else ""
+    return f"`{run}`{changed}: {_errors(summary)}"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def _run_line(run: str, summary: dict[str, Any], page_dir: Path, results_dir: Path) -> str:
     curves = os.path.relpath(results_dir / run / "curves.png", page_dir)
+    changed = _changes(changed_fields(results_dir / run, summary["recipe"]))
     drops = summary.get("lr_drops_after_epochs") or []
     stopped = " (stopped early: time limit)" if summary.get("stopped_early") else ""
     return (f"| `{run}` | {_errors(summary)} | {summary['epochs_run']}{stopped}"
             f"{' (rate /10 after ' + ', '.join(map(str, drops)) + ')' if drops else ''} | "
             f"{_duration(summary['wall_time_s'])} | "
             f"{summary['precision']}{', channels_last' if summary.get('channels_last') else ''} | "
-            f"{summary['hardware']} | {summary.get('commit') or '-'} | {summary['date']} | [curves]({curves}) |")
+            f"{summary['hardware']} | {summary.get('commit') or '-'} | {summary['date']} | {changed} | "
+            f"[curves]({curves}) |")
 
 
 def render(results_dir: Path, page: Path) -> str:
@@ -60,17 +87,20 @@ def render(results_dir: Path, page: Path) -> str:
              "images), `test-lossless-1000` the first 1,000 official CIFAR-10 test images, `test-jpeg75` a "
              "LOSSY JPEG-75 copy of the CIFAR-10 test set (not the official test set). Why our numbers differ "
              "from the paper's: [differences.md](differences.md). `published` is the paper's number, or, where the "
-             "paper has none (Fashion-MNIST), a peer's.", ""]
+             "paper has none (Fashion-MNIST), a peer's. A run marked `changed` did not follow its recipe as shipped: "
+             "the Runs tables list the fields it changed (fewer epochs, another schedule, ...).", ""]
     shown: set[str] = set()
-    header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | curves |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+    header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
+              "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
     for exp in EXPERIMENTS.values():
         lines += [f"## {exp.title}", "", "| method | published | our recipe | ours |", "|---|---|---|---|"]
-        for row in exp.rows:
-            runs = records.get(row.recipe, []) if row.recipe else []
-            ours = "; ".join(f"`{run}`: {_errors(s)}" for run, s in runs) if runs else ("not run yet" if row.recipe
-                                                                                       else "")
-            lines.append(f"| {row.method} | {row.error:.2f} | {f'`{row.recipe}`' if row.recipe else ''} | {ours} |")
+        rows = [(row.method, f"{row.error:.2f}", row.recipe) for row in exp.rows]
+        rows += [("ours, not the paper's procedure", "-", recipe) for recipe in exp.extra_recipes
+                 if recipe not in {row.recipe for row in exp.rows}]
+        for method, published, recipe in rows:
+            runs = records.get(recipe, []) if recipe else []
+            ours = "; ".join(_ours(run, s, results_dir) for run, s in runs) or ("not run yet" if recipe else "")
+            lines.append(f"| {method} | {published} | {f'`{recipe}`' if recipe else ''} | {ours} |")
         lines.append("")
         runs = [(run, s) for recipe in exp.recipes for run, s in records.get(recipe, [])]
         if runs:

@@ -140,8 +140,14 @@ def _check_names(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: preprocess = {recipe.preprocess!r}: {err}") from None
 
 
+def _nullable(key: str) -> bool:
+    return key in _FIELDS and type(None) in typing.get_args(typing.get_type_hints(Recipe)[key])
+
+
 def recipe_from_dict(data: dict[str, Any], where: str) -> Recipe:
-    """Validate every key, type and name, then build the recipe."""
+    """Validate every key, type and name, then build the recipe. TOML has no null: ``"none"`` stands for
+    None in a field that may be None (``eval_split = "none"``: no evaluation after each epoch)."""
+    data = {key: None if value == "none" and _nullable(key) else value for key, value in data.items()}
     values = {key: _check(data.get("name", "?"), key, value, where) for key, value in data.items()}
     missing = [f.name for f in _FIELDS.values() if f.name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -207,7 +213,9 @@ def recipe_to_toml(recipe: Recipe) -> str:
     lines = []
     for key, value in dataclasses.asdict(recipe).items():
         if value is None:
-            continue  # TOML has no null: an absent key means the default None
+            if _FIELDS[key].default is None:
+                continue  # an absent key means the default, None
+            value = "none"
         lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
