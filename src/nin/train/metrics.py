@@ -28,7 +28,7 @@ def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]], title: s
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train", "train (running, with dropout)"), ("valid", "held-out")):
+    for key, label in (("train", "train (running, in training mode)"), ("valid", "held-out")):
         if any(row.get(f"{key}_loss") is not None for row in history):
             ax_loss.plot(epochs, [row.get(f"{key}_loss") for row in history], label=label)
             ax_err.plot(epochs, [row.get(f"{key}_error") for row in history], label=label)
