@@ -39,6 +39,7 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert "| NIN + Dropout | 0.47 | `mnist` |" in text and "| Conv. maxout + Dropout | 0.45 |" in text
     assert "](../results/mnist-tiny/curves.png)" in text
     assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet |" in text
+    assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet |" in text  # our own recipe's row
 
 
 def test_report_tells_runs_of_the_shipped_recipe_from_changed_ones(tmp_path: Path) -> None:

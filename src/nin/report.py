@@ -56,6 +56,11 @@ def _errors(summary: dict[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
+def _first_clause(description: str) -> str:
+    """A recipe's description up to its first colon: short enough for a table's method column."""
+    return description.split(":")[0].strip().rstrip(".")
+
+
 def _ours(run: str, summary: dict[str, Any], results_dir: Path) -> str:
     changed = " (changed)" if changed_fields(results_dir / run, summary["recipe"]) else ""
     return f"`{run}`{changed}: {_errors(summary)}"
@@ -95,7 +100,7 @@ def render(results_dir: Path, page: Path) -> str:
     for exp in EXPERIMENTS.values():
         lines += [f"## {exp.title}", "", "| method | published | our recipe | ours |", "|---|---|---|---|"]
         rows = [(row.method, f"{row.error:.2f}", row.recipe) for row in exp.rows]
-        rows += [("ours, not the paper's procedure", "-", recipe) for recipe in exp.extra_recipes
+        rows += [(_first_clause(load_recipe(recipe).description), "-", recipe) for recipe in exp.extra_recipes
                  if recipe not in {row.recipe for row in exp.rows}]
         for method, published, recipe in rows:
             runs = records.get(recipe, []) if recipe else []
