@@ -345,8 +345,8 @@ def _step_class(name: str) -> type[Transform]:
 
 def build_pipeline(names: Sequence[str | Mapping[str, Any]]) -> Pipeline:
     """A pipeline from a recipe list: names (``unit``, ``mean_image``, ``gcn``, ``zca``, ``lcn``,
-    ``standardize``) or
-    dicts such as ``{"name": "zca", "filter_bias": 0.1}`` whose other keys are the step's arguments."""
+    ``standardize``) or dicts such as ``{"name": "zca", "filter_bias": 0.1}`` whose other keys are the
+    step's arguments."""
     steps = []
     for entry in names:
         spec = {"name": entry} if isinstance(entry, str) else dict(entry)
