@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _checkpoints import checkpoint_state, synthetic_checkpoint, synthetic_digits
+from _idx import idx_bytes
 from PIL import Image
 
 import nin.atomic
@@ -51,16 +52,11 @@ def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def idx(array: np.ndarray) -> bytes:
-    return (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) \
-        + array.tobytes()
-
-
 def mnist_root(folder: Path, test_images: np.ndarray) -> Path:
     """A data root whose MNIST test split holds these images (labelled 0)."""
     (folder / "mnist").mkdir(parents=True)
-    (folder / "mnist" / "t10k-images-idx3-ubyte").write_bytes(idx(test_images))
-    (folder / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx(np.zeros(len(test_images), np.uint8)))
+    (folder / "mnist" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(test_images))
+    (folder / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(len(test_images), np.uint8)))
     return folder
 
 

@@ -6,7 +6,6 @@ import gzip
 import io
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from _idx import idx_bytes, write_mnist
 from nin.data import SPLITS, DatasetError, LabeledImages, default_root, load_dataset, resolve_root
 
 MNIST_TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -164,31 +164,6 @@ def test_labeled_images_is_a_frozen_checked_record():
 
 
 # ------------------------------------------------------------------------------ generated: MNIST IDX
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_mnist(folder: Path, n_train: int, n_test: int, gz: bool, size: int = 4) -> dict[str, np.ndarray]:
-    """Official-layout IDX files with small images; image i holds the value i mod 256 at pixel (0, 0)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        x = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-        x[:, 0, 0] = np.arange(n) % 256
-        y = rng.integers(0, 10, n, dtype=np.uint8)
-        arrays[prefix] = (x, y)
-        for kind, a in (("images-idx3", x), ("labels-idx1", y)):
-            data = idx_bytes(a)
-            name = f"{prefix}-{kind}-ubyte"
-            if gz:
-                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-            else:
-                (folder / name).write_bytes(data)
-    return arrays
-
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_generated_idx_splits(tmp_path, gz):

@@ -70,3 +70,17 @@ def test_each_experiment_lists_each_recipe_once() -> None:
     for exp in EXPERIMENTS.values():
         assert len(exp.recipes) == len(set(exp.recipes)), exp.name
     assert EXPERIMENTS["fashion-mnist"].recipes == ["fashion-mnist-fast", "fashion-mnist", "fashion-mnist-d2l"]
+
+
+def test_report_lists_the_rerun_checks(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (results / "check").mkdir(parents=True)
+    check = {"record": "results/mnist-fast", "epochs": 2, "verdict": "within tolerance", "compared": 12,
+             "differences": [{"where": "epoch 2", "field": "valid_error", "recorded": 0.5, "rerun": 0.75},
+                             {"where": "epoch 2", "field": "valid_loss", "recorded": 0.02, "rerun": 0.03}],
+             "recorded_hardware": "cpu A", "rerun_hardware": "cpu B", "command": "nin check results/mnist-fast"}
+    (results / "check" / "mnist-fast.json").write_text(json.dumps(check))
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert ("| `results/mnist-fast` | 1-2 | within tolerance | 12 | 2 | 0.25 | cpu A | cpu B | "
+            "`nin check results/mnist-fast` |") in text
+    assert "No run recorded yet." in text  # the checks folder holds no training run

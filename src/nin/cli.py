@@ -1,4 +1,4 @@
-"""The `nin` command: nin train | reproduce | report | eval | explain | predict | export | bench | models | recipes."""
+"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | bench | models | recipes."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,18 @@ def _reproduce(args: argparse.Namespace) -> int:
                              tag=args.tag, command=_command_line()):
         _print_final(summary)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nin.atomic import atomic_write_text
+    from nin.check import check_record, format_result
+
+    result = check_record(args.record, epochs=args.epochs, tolerance=args.tolerance, data_root=args.data_dir,
+                          device=args.device, out_dir=args.out)
+    if args.json:
+        atomic_write_text(args.json, json.dumps({**result.to_dict(), "command": _command_line()}, indent=2) + "\n")
+    print(format_result(result))
+    return 1 if result.verdict == "differs" else 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -209,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_options(p)
     p.set_defaults(handler=_reproduce)
 
+    p = sub.add_parser("check", help="re-run a record's first epochs and compare them with the record")
+    p.add_argument("record", help="a run record: a folder holding recipe.toml, metrics.jsonl and summary.json")
+    p.add_argument("--epochs", type=_positive, default=1, help="how many epochs to re-run (default 1; all of them "
+                   "also compares the test errors)")
+    p.add_argument("--tolerance", type=float, default=0.0, metavar="PP",
+                   help="allowed difference of each error, in %% points (default 0: bit-identical)")
+    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the record's")
+    p.add_argument("--out", help="keep the rerun's files here (default: a temporary folder, removed)")
+    p.add_argument("--json", metavar="OUT", help="also write the comparison as JSON")
+    p.set_defaults(handler=_check)
+
     p = sub.add_parser("report", help="regenerate the results page from results/")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default="docs/results.md")
@@ -277,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None and args.command in ("train", "reproduce", "eval", "bench"):
+    if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
         from nin.allocator import reexec_with_tuned_malloc
 
         reexec_with_tuned_malloc(sys.argv[1:])  # before importing torch: the new process imports it once

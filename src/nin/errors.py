@@ -1,6 +1,7 @@
 """The errors a user can cause and fix; the CLI prints their message without a traceback."""
 from __future__ import annotations
 
+from nin.check import CheckError
 from nin.data import DatasetError
 from nin.export import ExportError
 from nin.models.registry import UnknownModelError
@@ -14,4 +15,4 @@ from nin.weights import WeightsError
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, TrainingError, RecipeError,
                                                       UnknownModelError, ImageFileError, ExportError, WeightsError,
-                                                      ExperimentError, QuantizationError)
+                                                      ExperimentError, QuantizationError, CheckError)

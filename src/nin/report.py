@@ -115,7 +115,29 @@ def render(results_dir: Path, page: Path) -> str:
     commands = [(run, s["command"]) for recipe in records for run, s in records[recipe] if run in shown]
     if commands:
         lines += ["## Commands", ""] + [f"- `{run}`: `{cmd}`" for run, cmd in commands] + [""]
-    return "\n".join(lines)
+    return "\n".join(lines + _check_section(results_dir))
+
+
+def _check_section(results_dir: Path) -> list[str]:
+    """The `nin check` records (``results/check/*.json``): which records a re-run reproduced, and how closely."""
+    checks = [json.loads(path.read_text()) for path in sorted((results_dir / "check").glob("*.json"))]
+    if not checks:
+        return []
+    lines = ["## Re-run checks", "",
+             "`nin check RECORD --epochs N` re-trained the record's `recipe.toml` from scratch for its first N "
+             "epochs and compared every recorded value (rate, losses, errors; the test errors too when N covers "
+             "the whole record). Bit-identical results are expected only on the record's hardware, thread count "
+             "and torch build ([training.md](training.md#checking-a-record)).", "",
+             "| record | epochs re-run | verdict | values compared | differing | largest error difference (points) "
+             "| recorded on | re-run on | command |", "|---|---|---|---|---|---|---|---|---|"]
+    for check in checks:
+        sizes = [abs(d["rerun"] - d["recorded"]) for d in check["differences"]
+                 if d["field"].endswith("_error") and isinstance(d["rerun"], (int, float))]
+        largest = f"{max(sizes):.4g}" if sizes else "-"
+        lines.append(f"| `{check['record']}` | 1-{check['epochs']} | {check['verdict']} | {check['compared']} | "
+                     f"{len(check['differences'])} | {largest} | {check['recorded_hardware']} | "
+                     f"{check['rerun_hardware']} | `{check['command']}` |")
+    return lines + [""]
 
 
 def write_report(results_dir: str | os.PathLike = "results", page: str | os.PathLike = "docs/results.md") -> Path:

@@ -87,8 +87,12 @@ class Trainer:
     """Trains one recipe into ``out_dir``: ``last.pt``, ``metrics.jsonl``, ``curves.png``, ``summary.json``."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, data_root: str | Path | None = None,
-                 resume: bool = False, progress: bool = True, command: str | None = None) -> None:
+                 resume: bool = False, progress: bool = True, command: str | None = None,
+                 stop_after: int | None = None) -> None:
+        """``stop_after`` ends training after that epoch without changing the schedule (as ``max_minutes`` does):
+        the epochs run are those of the full recipe, which is what `nin check` needs to compare with a record."""
         self.recipe = recipe
+        self.stop_after = stop_after
         self.out_dir = Path(out_dir)
         self.data_root = data_root
         self.device = resolve_device(recipe.device)
@@ -321,6 +325,9 @@ class Trainer:
                                       f"process had run {minutes:.2f} min (max_minutes = {recipe.max_minutes:g})")
                 if self.world.is_main:
                     print(self.stopped_early, file=sys.stderr)
+                break
+            if self.stop_after is not None and epoch + 1 == self.stop_after < recipe.epochs:
+                self.stopped_early = f"stopped after epoch {epoch + 1} of {recipe.epochs} as asked"
                 break
         summary = self._finish()
         shutdown(self.world)

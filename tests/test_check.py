@@ -1,0 +1,96 @@
+"""`nin check`: re-running a record's first epochs reproduces it, and a changed record is caught.
+
+The record is trained on a generated MNIST-format root (256 training images, 200 test images), so that every
+rerun takes seconds; real records are checked by the command itself (results/check/).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _idx import write_mnist
+
+from nin.check import CheckError, check_record
+from nin.cli import main
+from nin.train import Trainer, apply_overrides, load_recipe
+from nin.train.metrics import read_metrics, write_metrics
+
+# A cosine schedule over 2 epochs: stopping after epoch 1 of a 1-epoch recipe would change every step's rate,
+# so only a rerun that keeps the recorded schedule can match the record.
+TINY = ["subset=256", "batch_size=64", "epochs=2", "schedule=\"cosine\"", "eval_split=\"none\"",
+        "test_splits=[\"test\"]", "device=\"cpu\""]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root / "mnist", n_train=10_256, n_test=200, gz=False, size=28)  # valid takes the last 10,000
+    return root
+
+
+@pytest.fixture(scope="module")
+def record(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("record")
+    Trainer(apply_overrides(load_recipe("mnist"), TINY), out, data_root=data_root, progress=False).fit()
+    (out / "last.pt").unlink()  # a record under results/ holds no checkpoint
+    return out
+
+
+def _copy(record: Path, to: Path) -> Path:
+    to.mkdir()
+    for file in ("recipe.toml", "metrics.jsonl", "summary.json"):
+        (to / file).write_bytes((record / file).read_bytes())
+    return to
+
+
+def test_first_epoch_rerun_is_identical_to_the_record(record: Path, data_root: Path) -> None:
+    result = check_record(record, epochs=1, data_root=data_root)
+    assert result.verdict == "identical", result.differences
+    assert result.compared == 4  # lr, lr_drops, train loss and error
+
+
+def test_whole_rerun_also_compares_the_test_errors(record: Path, data_root: Path) -> None:
+    result = check_record(record, epochs=2, data_root=data_root)
+    assert result.verdict == "identical", result.differences
+    assert result.compared == 2 * 4 + 2  # and the test loss and error
+
+
+def test_a_changed_error_is_found_and_judged_by_the_tolerance(record: Path, data_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    changed = _copy(record, tmp_path / "changed")
+    rows = read_metrics(changed / "metrics.jsonl")
+    rows[0]["train_error"] += 0.25
+    write_metrics(changed / "metrics.jsonl", rows)
+    out = tmp_path / "check.json"
+
+    assert main(["check", str(changed), "--data-dir", str(data_root), "--json", str(out)]) == 1
+    assert "epoch 1, train_error: recorded" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["verdict"] == "differs"
+    assert [(d["where"], d["field"]) for d in written["differences"]] == [("epoch 1", "train_error")]
+    assert written["differences"][0]["rerun"] == pytest.approx(rows[0]["train_error"] - 0.25)
+
+    assert main(["check", str(changed), "--data-dir", str(data_root), "--tolerance", "0.3"]) == 0
+    assert "within tolerance" in capsys.readouterr().out
+
+
+def test_a_changed_schedule_differs_whatever_the_tolerance(record: Path, data_root: Path, tmp_path: Path) -> None:
+    changed = _copy(record, tmp_path / "changed")
+    rows = read_metrics(changed / "metrics.jsonl")
+    rows[0]["lr"] *= 2
+    write_metrics(changed / "metrics.jsonl", rows)
+    result = check_record(changed, epochs=1, tolerance=100.0, data_root=data_root)
+    assert result.verdict == "differs"
+    assert [d.field for d in result.differences] == ["lr"]
+
+
+def test_an_incomplete_record_or_too_many_epochs_is_a_clear_error(record: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    partial = _copy(record, tmp_path / "partial")
+    (partial / "summary.json").unlink()
+    with pytest.raises(CheckError, match=r"summary\.json missing"):
+        check_record(partial)
+    assert main(["check", str(record), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 3" in err and "records epochs 1 to 2" in err and "Traceback" not in err
