@@ -47,13 +47,13 @@ def _copy(record: Path, to: Path) -> Path:
 def test_first_epoch_rerun_is_identical_to_the_record(record: Path, data_root: Path) -> None:
     result = check_record(record, epochs=1, data_root=data_root)
     assert result.verdict == "identical", result.differences
-    assert result.compared == 4  # lr, lr_drops, train loss and error
+    assert result.compared == 1 + 4  # epochs run; lr, lr_drops, train loss and error
 
 
 def test_whole_rerun_also_compares_the_test_errors(record: Path, data_root: Path) -> None:
     result = check_record(record, epochs=2, data_root=data_root)
     assert result.verdict == "identical", result.differences
-    assert result.compared == 2 * 4 + 2  # and the test loss and error
+    assert result.compared == 1 + 2 * 4 + 2  # and the test loss and error
 
 
 def test_a_changed_error_is_found_and_judged_by_the_tolerance(record: Path, data_root: Path, tmp_path: Path,
@@ -94,3 +94,12 @@ def test_an_incomplete_record_or_too_many_epochs_is_a_clear_error(record: Path, 
     assert main(["check", str(record), "--epochs", "3"]) == 2
     err = capsys.readouterr().err
     assert "--epochs 3" in err and "records epochs 1 to 2" in err and "Traceback" not in err
+
+
+def test_a_rerun_that_ends_early_differs(record: Path, data_root: Path, tmp_path: Path) -> None:
+    changed = _copy(record, tmp_path / "changed")
+    recipe = changed / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 1"))
+    result = check_record(changed, epochs=2, tolerance=100.0, data_root=data_root)
+    assert result.verdict == "differs"
+    assert ("the rerun", "epochs", 2, 1) in [(d.where, d.field, d.recorded, d.rerun) for d in result.differences]

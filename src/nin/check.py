@@ -19,8 +19,8 @@ from nin.train.engine import resolve_device
 from nin.train.metrics import read_metrics
 
 EPOCH_FIELDS = ("lr", "lr_drops", "train_loss", "train_error", "valid_loss", "valid_error")
-EXACT_FIELDS = ("lr", "lr_drops")
-"""The schedule: any difference here means another procedure ran, whatever the tolerance."""
+EXACT_FIELDS = ("lr", "lr_drops", "epochs")
+"""The schedule (and how long it ran): any difference here means another procedure ran, whatever the tolerance."""
 LOSS_FIELDS = ("train_loss", "valid_loss", "test_loss")
 """Reported, not judged: a loss moves with the errors. The other fields are errors in % points, judged by
 ``tolerance``."""
@@ -111,6 +111,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
                          recorded_hardware=summary.get("hardware"),
                          rerun_hardware=describe_hardware(resolve_device(recipe.device)),
                          recorded_commit=summary.get("commit"), rerun_commit=trainer.commit)
+    _compare(result, "the rerun", {"epochs": epochs}, {"epochs": len(trainer.history)}, ("epochs",))
     for recorded, rerun in zip(recorded_rows, trainer.history):
         _compare(result, f"epoch {recorded['epoch']}", recorded, rerun, EPOCH_FIELDS)
     if whole and rerun_summary is not None:
