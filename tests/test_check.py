@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _idx import write_mnist
 
-from nin.check import CheckError, check_record
+from nin.check import CheckError, CheckResult, Difference, check_record, format_result
 from nin.cli import main
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics, write_metrics
@@ -103,3 +103,16 @@ def test_a_rerun_that_ends_early_differs(record: Path, data_root: Path, tmp_path
     result = check_record(changed, epochs=2, tolerance=100.0, data_root=data_root)
     assert result.verdict == "differs"
     assert ("the rerun", "epochs", 2, 1) in [(d.where, d.field, d.recorded, d.rerun) for d in result.differences]
+
+
+def test_the_report_names_what_can_explain_a_difference() -> None:
+    result = CheckResult(record="results/x", epochs=1, tolerance=0.5, recorded_hardware="cpu, 2 threads",
+                         rerun_hardware="cpu, 1 threads", recorded_commit="abc", rerun_commit="abc",
+                         recorded_processes=2, rerun_processes=1, compared=4,
+                         differences=[Difference("epoch 1", "train_error", 10.0, 10.25),
+                                      Difference("epoch 1", "train_loss", 0.5, 0.7)])
+    text = format_result(result)
+    assert text.startswith("results/x, epochs 1-1: within tolerance (4 values compared, 2 differ)")
+    assert "recorded on cpu, 2 threads; rerun on cpu, 1 threads" in text
+    assert "recorded with 2 processes, rerun with 1" in text and "commit" not in text
+    assert "epoch 1, train_error: recorded 10.0, rerun 10.25 (difference 0.25)" in text

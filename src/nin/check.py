@@ -52,6 +52,8 @@ class CheckResult:
     rerun_hardware: str
     recorded_commit: str | None
     rerun_commit: str | None
+    recorded_processes: int
+    rerun_processes: int
     compared: int = 0
     differences: list[Difference] = field(default_factory=list)
 
@@ -110,7 +112,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     result = CheckResult(record=str(record), epochs=epochs, tolerance=tolerance,
                          recorded_hardware=summary.get("hardware"),
                          rerun_hardware=describe_hardware(resolve_device(recipe.device)),
-                         recorded_commit=summary.get("commit"), rerun_commit=trainer.commit)
+                         recorded_commit=summary.get("commit"), rerun_commit=trainer.commit,
+                         recorded_processes=summary.get("processes", 1), rerun_processes=trainer.world.world_size)
     _compare(result, "the rerun", {"epochs": epochs}, {"epochs": len(trainer.history)}, ("epochs",))
     for recorded, rerun in zip(recorded_rows, trainer.history):
         _compare(result, f"epoch {recorded['epoch']}", recorded, rerun, EPOCH_FIELDS)
@@ -142,6 +145,9 @@ def format_result(result: CheckResult) -> str:
     if result.recorded_hardware != result.rerun_hardware:
         lines.append(f"  recorded on {result.recorded_hardware}; rerun on {result.rerun_hardware}: bit-identical "
                      "numbers are expected only on the same hardware, thread count and torch build")
+    if result.recorded_processes != result.rerun_processes:
+        lines.append(f"  recorded with {result.recorded_processes} processes, rerun with {result.rerun_processes}: "
+                     "each process draws its own dropout masks")
     if result.recorded_commit != result.rerun_commit:
         lines.append(f"  recorded with commit {result.recorded_commit}; rerun with {result.rerun_commit}")
     for d in result.differences:
