@@ -81,7 +81,8 @@ def _read_record(record: Path) -> tuple[Path, list[dict[str, Any]], dict[str, An
         metrics = read_metrics(files["metrics.jsonl"])
         summary = json.loads(files["summary.json"].read_text())
     except json.JSONDecodeError as err:
-        raise CheckError(f"{record}: a record file is not valid JSON ({err}); restore it from version control") from None
+        raise CheckError(f"{record}: a record file is not valid JSON ({err}); restore it from version "
+                         "control") from None
     return files["recipe.toml"], metrics, summary
 
 

@@ -1,4 +1,5 @@
-"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | bench | models | recipes."""
+"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | bench | models |
+recipes."""
 from __future__ import annotations
 
 import argparse
