@@ -15,7 +15,6 @@ from typing import Any
 
 from nin.hardware import describe_hardware
 from nin.train import Trainer, load_recipe
-from nin.train.engine import resolve_device
 from nin.train.metrics import read_metrics
 
 EPOCH_FIELDS = ("lr", "lr_drops", "train_loss", "train_error", "valid_loss", "valid_error")
@@ -112,7 +111,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
         rerun_summary = trainer.fit()
     result = CheckResult(record=str(record), epochs=epochs, tolerance=tolerance,
                          recorded_hardware=summary.get("hardware"),
-                         rerun_hardware=describe_hardware(resolve_device(recipe.device)),
+                         rerun_hardware=describe_hardware(trainer.device),
                          recorded_commit=summary.get("commit"), rerun_commit=trainer.commit,
                          recorded_processes=summary.get("processes", 1), rerun_processes=trainer.world.world_size)
     _compare(result, "the rerun", {"epochs": epochs}, {"epochs": len(trainer.history)}, ("epochs",))

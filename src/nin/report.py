@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nin.atomic import atomic_write_text
+from nin.check import Difference
 from nin.paper import EXPERIMENTS
 from nin.train import load_recipe
 
@@ -131,8 +132,8 @@ def _check_section(results_dir: Path) -> list[str]:
              "| record | epochs re-run | verdict | values compared | differing | largest error difference (points) "
              "| recorded on | re-run on | command |", "|---|---|---|---|---|---|---|---|---|"]
     for check in checks:
-        sizes = [abs(d["rerun"] - d["recorded"]) for d in check["differences"]
-                 if d["field"].endswith("_error") and isinstance(d["rerun"], (int, float))]
+        sizes = [size for d in check["differences"]
+                 if d["field"].endswith("_error") and (size := Difference(**d).size) is not None]
         largest = f"{max(sizes):.4g}" if sizes else "-"
         lines.append(f"| `{check['record']}` | 1-{check['epochs']} | {check['verdict']} | {check['compared']} | "
                      f"{len(check['differences'])} | {largest} | {check['recorded_hardware']} | "
