@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from _idx import write_mnist
 
 from nin.cli import main
 from nin.paper import EXPERIMENTS
 from nin.report import render
 from nin.reproduce import ExperimentError, reproduce
-from nin.train import list_recipes, load_recipe
+from nin.train import Recipe, list_recipes, load_recipe
 from nin.train.recipe import recipe_to_toml
 
 TINY = ["subset=128", "batch_size=64", "epochs=1", "eval_split=none", "test_splits=[\"valid\"]"]
@@ -42,21 +43,39 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet |" in text  # our own recipe's row
 
 
+def _write_record(results: Path, run: str, recipe: Recipe, last_epoch_error: float, tests: dict) -> None:
+    """A hand-made record: the report reads only these fields."""
+    (results / run).mkdir(parents=True)
+    (results / run / "recipe.toml").write_text(recipe_to_toml(recipe))
+    summary = {"recipe": recipe.name, "final": {"valid_error": last_epoch_error}, "tests": tests,
+               "epochs_run": recipe.epochs, "wall_time_s": 60.0, "precision": "bf16", "channels_last": True,
+               "hardware": "cpu", "commit": "abc", "date": "today", "command": "nin ..."}
+    (results / run / "summary.json").write_text(json.dumps(summary))
+
+
 def test_report_tells_runs_of_the_shipped_recipe_from_changed_ones(tmp_path: Path) -> None:
     results = tmp_path / "results"
     shipped = load_recipe("mnist-fast")
     for run, recipe in [("as-shipped", dataclasses.replace(shipped, seed=3, device="cpu")),
                         ("shortened", dataclasses.replace(shipped, epochs=2, lr=0.5))]:
-        (results / run).mkdir(parents=True)
-        (results / run / "recipe.toml").write_text(recipe_to_toml(recipe))
-        summary = {"recipe": "mnist-fast", "final": {"valid_error": 1.0}, "tests": {"test": {"error": 0.9}},
-                   "epochs_run": recipe.epochs, "wall_time_s": 60.0, "precision": "bf16", "channels_last": True,
-                   "hardware": "cpu", "commit": "abc", "date": "today", "command": "nin ..."}
-        (results / run / "summary.json").write_text(json.dumps(summary))
+        _write_record(results, run, recipe, 1.0, {"test": {"error": 0.9}})
     text = render(results, tmp_path / "docs" / "results.md")
     assert "`as-shipped`: 1.00 (valid); 0.90 (test)" in text  # a seed or device is not a change of procedure
     assert "`shortened` (changed): 1.00 (valid)" in text
     assert "| today | epochs=2, lr=0.5 | [curves]" in text and "| today | none | [curves]" in text
+
+
+def test_report_names_the_last_epochs_error_by_the_split_it_was_measured_on(tmp_path: Path) -> None:
+    """The d2l.ai peer evaluates on `test` after each epoch: that is not a `valid` error, and not a second one."""
+    results = tmp_path / "results"
+    d2l = load_recipe("fashion-mnist-d2l")
+    assert d2l.eval_split == "test"
+    _write_record(results, "d2l-tested", d2l, 12.5, {"test": {"error": 12.5}})
+    _write_record(results, "d2l-untested", d2l, 13.0, {})
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert "| `d2l-tested`: 12.50 (test); `d2l-untested`: 13.00 (test) |" in text
+    assert "| `d2l-tested` | 12.50 (test) |" in text
+    assert "(valid)" not in text
 
 
 def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:
@@ -84,3 +103,17 @@ def test_report_lists_the_rerun_checks(tmp_path: Path) -> None:
     assert ("| `results/mnist-fast` | 1-2 | within tolerance | 12 | 2 | 0.25 | cpu A | cpu B | "
             "`nin check results/mnist-fast` |") in text
     assert "No run recorded yet." in text  # the checks folder holds no training run
+
+
+@pytest.mark.parametrize("test_splits", ["[\"test\"]", "[]"])
+def test_train_prints_the_last_epochs_error_under_its_split_once(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               test_splits: str) -> None:
+    write_mnist(tmp_path / "data" / "mnist", n_train=10_128, n_test=64, gz=False, size=28)
+    argv = ["train", "--recipe", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    for override in ["subset=128", "batch_size=64", "epochs=1", "eval_split=\"test\"", f"test_splits={test_splits}"]:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "valid error" not in printed
+    [line] = [line for line in printed.splitlines() if "test error" in line]
+    assert (" on mnist 'test'" in line) == (test_splits != "[]")  # the test split's line, else the last epoch's

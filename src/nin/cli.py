@@ -78,8 +78,8 @@ def _print_final(summary: dict) -> None:
                  "no paper number")
     final = summary["final"] or {}
     lines = [f"{summary['recipe']}: {summary['epochs_run']} epochs in {summary['wall_time_s'] / 60:.1f} min"]
-    if "valid_error" in final:
-        lines.append(f"  valid error {final['valid_error']:.2f}%")
+    if "valid_error" in final and summary["eval_split"] not in summary["tests"]:
+        lines.append(f"  {summary['eval_split']} error {final['valid_error']:.2f}%")
     for split, result in summary["tests"].items():
         if "skipped" in result:
             lines.append(f"  {split}: not evaluated ({result['skipped']})")

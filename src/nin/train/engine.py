@@ -377,6 +377,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_images": len(self.train_set.labels),
             "train_split": self.train_set.description,
+            "eval_split": self.recipe.eval_split,  # the split that "final" calls valid_error
             "final": self.history[-1] if self.history else None,
             "tests": tests,
             "wall_time_s": self.elapsed,
