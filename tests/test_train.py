@@ -66,6 +66,23 @@ def test_time_limit_stops_cleanly_after_an_epoch_and_says_so(shared_data: Path, 
     assert resumed.fit()["epochs_run"] == 3 and resumed.stopped_early is None
 
 
+def test_save_every_checkpoints_every_n_epochs_and_always_the_last(shared_data: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    saved: list[int] = []
+    real_save = engine.save_checkpoint
+    monkeypatch.setattr(engine, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]),
+                                                                         real_save(path, state)))
+    cut = Trainer(tiny_recipe("epochs=5", "save_every=2"), tmp_path, data_root=shared_data, progress=False,
+                  stop_after=3)
+    assert cut.fit()["stopped_early"] == "stopped after epoch 3 of 5 as asked"
+    assert saved == [2, 3]
+    resumed = Trainer(tiny_recipe("epochs=5", "save_every=2"), tmp_path, data_root=shared_data, resume=True,
+                      progress=False)
+    assert resumed.fit()["epochs_run"] == 5
+    assert saved == [2, 3, 4, 5]
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+
 def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = tiny_recipe("epochs=1", "precision=\"bf16\"", "channels_last=true")

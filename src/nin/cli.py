@@ -15,7 +15,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     """The --set items plus the shortcut options, as recipe overrides."""
     overrides = list(args.set)
-    for key in ("epochs", "seed", "device", "precision", "subset", "max_minutes"):
+    for key in ("epochs", "seed", "device", "precision", "subset", "max_minutes", "save_every"):
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
@@ -197,6 +197,8 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPUs and GPUs)")
     p.add_argument("--subset", type=int, help="train on the first N training images only")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes N minutes of wall time")
+    p.add_argument("--save-every", type=int, metavar="N",
+                   help="write the checkpoint and the curves every N epochs (default 1); the last epoch is always saved")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe field")
 
 

@@ -15,7 +15,7 @@ from nin.train import Recipe, load_recipe
 # Recipe fields that describe or house a run rather than its procedure: a change to them is not a change of
 # method (a seed is a draw of the same procedure; a time limit that bites shows as "stopped early").
 _NOT_PROCEDURE = ("name", "description", "paper_ref", "paper_error", "peer_error", "peer_ref", "device", "seed",
-                  "eval_batch_size", "max_minutes")
+                  "eval_batch_size", "max_minutes", "save_every")
 
 
 def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]]]:

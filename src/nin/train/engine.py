@@ -181,7 +181,7 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path)
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
-        ignored = {"epochs", "device", "max_minutes", "peer_error", "peer_ref"}  # extended, moved, re-timed, re-cited
+        ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref"}  # extended, moved, re-timed, re-cited
         changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
         if changed:
             raise TrainingError(
@@ -314,7 +314,6 @@ class Trainer:
             self.schedule.end_epoch(epoch, train_error)
             row.update(images_per_s=images_per_s, elapsed_s=self.elapsed, lr_drops=list(self.schedule.drops))
             self.history.append(row)
-            self._save(epoch + 1)
             if self.world.is_main:
                 held = f", {recipe.eval_split} error {row['valid_error']:.2f}%" if "valid_error" in row else ""
                 print(f"epoch {epoch + 1}: lr {lr:.4g}, train loss {train_loss:.4f}, train error {train_error:.2f}%"
@@ -323,11 +322,16 @@ class Trainer:
             if recipe.max_minutes is not None and epoch + 1 < recipe.epochs and self._all_agree_time_is_up(minutes):
                 self.stopped_early = (f"time limit: stopped after epoch {epoch + 1} of {recipe.epochs} because this "
                                       f"process had run {minutes:.2f} min (max_minutes = {recipe.max_minutes:g})")
-                if self.world.is_main:
-                    print(self.stopped_early, file=sys.stderr)
-                break
             if self.stop_after is not None and epoch + 1 == self.stop_after < recipe.epochs:
                 self.stopped_early = f"stopped after epoch {epoch + 1} of {recipe.epochs} as asked"
+            last = self.stopped_early is not None or epoch + 1 == recipe.epochs or self.schedule.finished
+            if last or (epoch + 1) % recipe.save_every == 0:
+                self._save(epoch + 1)
+            elif self.world.is_main:  # the metrics stay current; a resume rewrites them from the checkpoint
+                write_metrics(self.out_dir / "metrics.jsonl", self.history)
+            if self.stopped_early is not None:
+                if self.world.is_main:
+                    print(self.stopped_early, file=sys.stderr)
                 break
         summary = self._finish()
         shutdown(self.world)

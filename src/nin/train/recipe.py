@@ -66,6 +66,7 @@ class Recipe:
     seed: int = 0
     eval_batch_size: int = 500
     max_minutes: float | None = None  # stop cleanly after the epoch that passes this wall time (a job's time slot)
+    save_every: int = 1  # epochs between checkpoints and plots (the last epoch is always saved): short epochs on GPUs
 
     def __post_init__(self) -> None:
         choices = {
@@ -77,7 +78,7 @@ class Recipe:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise RecipeError(f"recipe {self.name!r}: {key} = {getattr(self, key)!r}; use one of {', '.join(allowed)}")
-        for key in ("epochs", "batch_size", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "save_every"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
         if self.max_minutes is not None and self.max_minutes <= 0:
