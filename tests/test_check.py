@@ -114,5 +114,13 @@ def test_the_report_names_what_can_explain_a_difference() -> None:
     text = format_result(result)
     assert text.startswith("results/x, epochs 1-1: within tolerance (4 values compared, 2 differ)")
     assert "recorded on cpu, 2 threads; rerun on cpu, 1 threads" in text
-    assert "recorded with 2 processes, rerun with 1" in text and "commit" not in text
+    assert "recorded with 2 processes, rerun with 1" in text and "commit" not in text and "source" not in text
     assert "epoch 1, train_error: recorded 10.0, rerun 10.25 (difference 0.25)" in text
+
+
+def test_the_report_says_when_the_source_files_differ_even_under_the_same_commit() -> None:
+    same = dict(record="results/x", epochs=1, tolerance=0.0, recorded_hardware="cpu", rerun_hardware="cpu",
+                recorded_commit="abc1234", rerun_commit="abc1234", recorded_processes=1, rerun_processes=1)
+    text = format_result(CheckResult(**same, recorded_source="00aa", rerun_source="11bb"))
+    assert "source digest 00aa there, 11bb here" in text and "commit" not in text
+    assert "source" not in format_result(CheckResult(**same, recorded_source="00aa", rerun_source="00aa"))

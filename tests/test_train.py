@@ -13,6 +13,7 @@ import torch
 
 import nin.train.engine as engine
 from nin.cli import main
+from nin.provenance import source_digest
 from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe
 from nin.train.metrics import read_metrics
 
@@ -39,7 +40,8 @@ def test_training_writes_its_records(shared_data: Path, tmp_path: Path) -> None:
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 2 and state["classes"] == [str(d) for d in range(10)]
     assert summary["epochs_run"] == 2 and summary["paper_error"] == 0.47
-    assert json.loads((tmp_path / "summary.json").read_text())["train_images"] == 128
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["train_images"] == 128 and written["source"] == source_digest()
     assert load_recipe(str(tmp_path / "recipe.toml")) == recipe
 
 

@@ -55,6 +55,8 @@ class CheckResult:
     rerun_processes: int
     compared: int = 0
     differences: list[Difference] = field(default_factory=list)
+    recorded_source: str | None = None  # nin.provenance.source_digest(); records before it have none
+    rerun_source: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -113,7 +115,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
                          recorded_hardware=summary.get("hardware"),
                          rerun_hardware=describe_hardware(trainer.device),
                          recorded_commit=summary.get("commit"), rerun_commit=trainer.commit,
-                         recorded_processes=summary.get("processes", 1), rerun_processes=trainer.world.world_size)
+                         recorded_processes=summary.get("processes", 1), rerun_processes=trainer.world.world_size,
+                         recorded_source=summary.get("source"), rerun_source=trainer.source)
     _compare(result, "the rerun", {"epochs": epochs}, {"epochs": len(trainer.history)}, ("epochs",))
     for recorded, rerun in zip(recorded_rows, trainer.history):
         _compare(result, f"epoch {recorded['epoch']}", recorded, rerun, EPOCH_FIELDS)
@@ -150,6 +153,9 @@ def format_result(result: CheckResult) -> str:
                      "each process draws its own dropout masks")
     if result.recorded_commit != result.rerun_commit:
         lines.append(f"  recorded with commit {result.recorded_commit}; rerun with {result.rerun_commit}")
+    if result.recorded_source is not None and result.recorded_source != result.rerun_source:
+        lines.append(f"  the package's source files differ from the recorded run's (source digest "
+                     f"{result.recorded_source} there, {result.rerun_source} here)")
     for d in result.differences:
         size = f" (difference {d.size:.6g})" if d.size is not None else ""
         lines.append(f"  {d.where}, {d.field}: recorded {d.recorded}, rerun {d.rerun}{size}")

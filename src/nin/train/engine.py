@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from nin.atomic import atomic_write_text, remove_partial_writes
 from nin.data import Augment, DatasetError, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
 from nin.hardware import describe_hardware
 from nin.models import create_model, param_groups
+from nin.provenance import git_commit, source_digest
 from nin.train.checkpoint import load_checkpoint, save_checkpoint
 from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
 from nin.train.evaluate import EvalResult, autocast, evaluate, resident_dtype
@@ -71,16 +71,6 @@ def _dead_maps_message(recipe: Recipe, num_classes: int, where: str) -> str:
         "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm (--set model_args.batch_norm=true, "
         "not in the paper). Training was stopped instead of running for hours at chance level."
     )
-
-
-def _git_commit() -> str | None:
-    """The source's commit, with "-dirty" when tracked files differ from it (the record must say so)."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude", "*"],
-                             capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class Trainer:
@@ -143,7 +133,8 @@ class Trainer:
         self.start_epoch = 0
         self.elapsed = 0.0
         self.stopped_early: str | None = None  # why fit() ended before the recipe's end, if it did
-        self.commit = _git_commit()  # the code this process runs, read before the tree can change
+        self.commit = git_commit()  # the code this process runs, read before the tree can change
+        self.source = source_digest()
         if state:
             self._restore(state)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
@@ -390,6 +381,7 @@ class Trainer:
             "processes": self.world.world_size,
             "hardware": describe_hardware(self.device),
             "commit": self.commit,
+            "source": self.source,
             "command": self.command,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
