@@ -229,7 +229,8 @@ class Trainer:
         self.ddp_model.train()
         self.loader.set_epoch(epoch)
         n_total = len(self.train_set.labels)
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+        # loss sum, correct, count, then for each class the steps where its logit was not zero for some image
+        totals = torch.zeros(3 + self.num_classes, dtype=torch.float64, device=self.device)
         dead_steps = 0
         bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
                    leave=False, unit="batch")
@@ -249,6 +250,7 @@ class Trainer:
                 totals[0] += loss_sum
                 totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += len(y)
+                totals[3:] += (logits != 0).any(0)
                 if epoch == 0:  # a host read per step, in the first epoch only
                     dead_steps = dead_steps + 1 if bool(logits.abs().max() == 0) else 0
             checked = step % sync_every == sync_every - 1 or step == last_step
@@ -265,8 +267,24 @@ class Trainer:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
         bar.close()
         seconds = time.perf_counter() - start
-        loss_sum, correct, count = all_reduce_sum(totals, world).tolist()
+        loss_sum, correct, count, *live_steps = all_reduce_sum(totals, world).tolist()
+        dead = [name for name, steps in zip(self.classes, live_steps) if steps == 0]
+        if dead:
+            raise TrainingError(self._dead_classes_message(epoch, dead))
         return loss_sum / count, 100.0 * (1 - correct / count), count / seconds
+
+    def _dead_classes_message(self, epoch: int, dead: list[str]) -> str:
+        kept = (f"the last checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept."
+                if self.start_epoch_done else "no checkpoint was written.")
+        return (
+            f"epoch {epoch + 1}: the class map of {', '.join(map(repr, dead))} was zero on every training image "
+            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict "
+            f"{'that class' if len(dead) == 1 else 'those classes'}. The ReLU on the last layer has switched the "
+            f"map off, and a map that is zero everywhere gets no gradient to come back. Training was stopped; {kept} "
+            "Remedies: "
+            f"a warm-up (--set warmup_epochs=1), a lower learning rate (--set lr={self.recipe.lr / 2:g}), or "
+            "BatchNorm (--set model_args.batch_norm=true, not in the paper)."
+        )
 
     @property
     def start_epoch_done(self) -> int:
