@@ -132,7 +132,7 @@ def test_class_maps_that_die_stop_training_at_the_end_of_the_epoch_and_are_named
 
     monkeypatch.setattr(Trainer, "_train_epoch", kill_two_maps_in_epoch_2)
     trainer = Trainer(tiny_recipe("epochs=3"), tmp_path, data_root=shared_data, progress=False)
-    with pytest.raises(TrainingError, match=r"epoch 2: the class map of '3', '7' was zero on every training image "
+    with pytest.raises(TrainingError, match=r"epoch 2: the class maps of '3', '7' were zero on every training image "
                                             r"\(2 of 10 classes\).*checkpoint .*last.pt \(epoch 1\) is kept"):
         trainer.fit()
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]

@@ -277,13 +277,12 @@ class Trainer:
         kept = (f"the last checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept."
                 if self.start_epoch_done else "no checkpoint was written.")
         return (
-            f"epoch {epoch + 1}: the class map of {', '.join(map(repr, dead))} was zero on every training image "
-            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict "
-            f"{'that class' if len(dead) == 1 else 'those classes'}. The ReLU on the last layer has switched the "
-            f"map off, and a map that is zero everywhere gets no gradient to come back. Training was stopped; {kept} "
-            "Remedies: "
-            f"a warm-up (--set warmup_epochs=1), a lower learning rate (--set lr={self.recipe.lr / 2:g}), or "
-            "BatchNorm (--set model_args.batch_norm=true, not in the paper)."
+            f"epoch {epoch + 1}: the class {'map of' if len(dead) == 1 else 'maps of'} {', '.join(map(repr, dead))} "
+            f"{'was' if len(dead) == 1 else 'were'} zero on every training image ({len(dead)} of {self.num_classes} "
+            f"classes), so the network cannot predict {'that class' if len(dead) == 1 else 'those classes'}. The ReLU "
+            "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
+            f"back. Training was stopped; {kept} Remedies: a lower learning rate (--set lr={self.recipe.lr / 2:g}) "
+            "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
         )
 
     @property
