@@ -33,6 +33,7 @@ class TrainingError(RuntimeError):
 
 
 DEAD_MAP_STEPS = 20  # consecutive steps with all logits exactly zero before calling the maps dead
+DEAD_CLASS_EPOCHS = 3  # consecutive epochs a class map is zero on every training image before training stops
 SYNC_EVERY = 25  # on CUDA, steps between the host's looks at the loss
 
 
@@ -132,6 +133,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.elapsed = 0.0
+        self.dead_epochs = [0] * len(self.classes)  # per class: consecutive epochs of this process with a dead map
         self.stopped_early: str | None = None  # why fit() ended before the recipe's end, if it did
         self.commit = git_commit()  # the code this process runs, read before the tree can change
         self.source = source_digest()
@@ -268,9 +270,14 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         loss_sum, correct, count, *live_steps = all_reduce_sum(totals, world).tolist()
-        dead = [name for name, steps in zip(self.classes, live_steps) if steps == 0]
+        self.dead_epochs = [n + 1 if steps == 0 else 0 for n, steps in zip(self.dead_epochs, live_steps)]
+        dead = [name for name, n in zip(self.classes, self.dead_epochs) if n >= DEAD_CLASS_EPOCHS]
         if dead:
             raise TrainingError(self._dead_classes_message(epoch, dead))
+        dying = [name for name, n in zip(self.classes, self.dead_epochs) if n]
+        if dying and world.is_main:
+            print(f"warning: epoch {epoch + 1}: the class map of {', '.join(map(repr, dying))} was zero on every "
+                  f"training image; training stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
         return loss_sum / count, 100.0 * (1 - correct / count), count / seconds
 
     def _dead_classes_message(self, epoch: int, dead: list[str]) -> str:
@@ -278,8 +285,8 @@ class Trainer:
                 if self.start_epoch_done else "no checkpoint was written.")
         return (
             f"epoch {epoch + 1}: the class {'map of' if len(dead) == 1 else 'maps of'} {', '.join(map(repr, dead))} "
-            f"{'was' if len(dead) == 1 else 'were'} zero on every training image ({len(dead)} of {self.num_classes} "
-            f"classes), so the network cannot predict {'that class' if len(dead) == 1 else 'those classes'}. The ReLU "
+            f"{'was' if len(dead) == 1 else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
+            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict {'that class' if len(dead) == 1 else 'those classes'}. The ReLU "
             "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
             f"back. Training was stopped; {kept} Remedies: a lower learning rate (--set lr={self.recipe.lr / 2:g}) "
             "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
