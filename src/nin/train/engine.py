@@ -174,7 +174,8 @@ class Trainer:
         state = load_checkpoint(self.checkpoint_path)
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
-        ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref"}  # extended, moved, re-timed, re-cited
+        # extended, moved, re-timed, saved more or less often, re-cited
+        ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref"}
         changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
         if changed:
             raise TrainingError(
@@ -283,10 +284,12 @@ class Trainer:
     def _dead_classes_message(self, epoch: int, dead: list[str]) -> str:
         kept = (f"the last checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept."
                 if self.start_epoch_done else "no checkpoint was written.")
+        one = len(dead) == 1
         return (
-            f"epoch {epoch + 1}: the class {'map of' if len(dead) == 1 else 'maps of'} {', '.join(map(repr, dead))} "
-            f"{'was' if len(dead) == 1 else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
-            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict {'that class' if len(dead) == 1 else 'those classes'}. The ReLU "
+            f"epoch {epoch + 1}: the class {'map of' if one else 'maps of'} {', '.join(map(repr, dead))} "
+            f"{'was' if one else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
+            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict "
+            f"{'that class' if one else 'those classes'}. The ReLU "
             "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
             f"back. Training was stopped; {kept} Remedies: a lower learning rate (--set lr={self.recipe.lr / 2:g}) "
             "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
