@@ -4,7 +4,8 @@ Usage: ``python plan.py SECONDS`` after ``probe.py`` has written /tmp/probe-pair
 ``EPOCHS FIRST_DROP SECOND_DROP MAX_MINUTES``. Calibrated on the H200 session of 2026-11-27
 (results/h200-2026-11-27.md): two runs at once took 1.74 s per training epoch while the probe gave
 23,899 images/s per process, plus about 0.2 s per epoch for validation and records and about a minute
-for data preparation and the test splits.
+for data preparation and the test splits. (That probe timed its own copy of the step; it now times
+``train_step``, the same forward, loss and update.)
 """
 import sys
 
