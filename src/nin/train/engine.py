@@ -24,7 +24,7 @@ from nin.train.checkpoint import load_checkpoint, save_checkpoint
 from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
 from nin.train.evaluate import EvalResult, autocast, evaluate, resident_dtype
 from nin.train.metrics import plot_curves, write_metrics
-from nin.train.recipe import Recipe, RecipeError, recipe_to_toml
+from nin.train.recipe import RECIPE_DEFAULTS, Recipe, RecipeError, recipe_to_toml
 from nin.train.schedule import Schedule
 
 
@@ -176,7 +176,8 @@ class Trainer:
         mine = dataclasses.asdict(self.recipe)
         # extended, moved, re-timed, saved more or less often, re-cited
         ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref"}
-        changed = [k for k in mine if k not in ignored and saved.get(k) != mine[k]]
+        # a field added since the checkpoint was written had its default then
+        changed = [k for k in mine if k not in ignored and saved.get(k, RECIPE_DEFAULTS.get(k)) != mine[k]]
         if changed:
             raise TrainingError(
                 f"--resume: the checkpoint {self.checkpoint_path} was trained with a different recipe "
@@ -186,7 +187,11 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        fresh = [dict(group) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, new in zip(self.optimizer.param_groups, fresh):  # keys added since the checkpoint was written
+            for key, value in new.items():
+                group.setdefault(key, value)
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -222,9 +227,11 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def _set_lr(self, epoch: int, step: int) -> float:
+        """Set every group's rate for this step; returns the base rate of the weights."""
         factor = self.schedule.factor(epoch, step)
+        held = self.schedule.factor(epoch, step, held=True) if self.recipe.hold_bias_rates else factor
         for group in self.optimizer.param_groups:
-            group["lr"] = self.recipe.lr * factor * group["lr_mult"]
+            group["lr"] = self.recipe.lr * (held if group["bias"] else factor) * group["lr_mult"]
         return self.recipe.lr * factor
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:

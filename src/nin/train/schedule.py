@@ -4,6 +4,10 @@ The paper's rule (Section 4.1): train until the training accuracy stops improvin
 rate by 10, repeat once more, then stop. "Stops improving" is made precise here: no epoch whose
 training error beats the best so far by more than ``min_delta`` percentage points for
 ``patience`` consecutive epochs. The epochs where the rate dropped are recorded.
+
+The authors' README schedule for CIFAR-10 is ``step`` with milestones 200 and 230 of 260 epochs,
+and it divides the weights' rates only (epsW): ``factor(..., held=True)`` is the factor of the
+rates a drop leaves alone, the warm-up alone.
 """
 from __future__ import annotations
 
@@ -32,11 +36,14 @@ class Schedule:
         self.epochs_without_improvement = 0
         self.finished = False
 
-    def factor(self, epoch: int, step: int = 0) -> float:
-        """Rate factor for ``step`` (0-based, within the epoch) of ``epoch`` (0-based)."""
+    def factor(self, epoch: int, step: int = 0, held: bool = False) -> float:
+        """Rate factor for ``step`` (0-based, within the epoch) of ``epoch`` (0-based).
+
+        ``held``: the factor of a rate that the drops of the ``paper`` and ``step`` schedules do not divide.
+        """
         progress = epoch + step / self.steps_per_epoch
         warm = min(1.0, (progress + 1 / self.steps_per_epoch) / self.warmup_epochs) if self.warmup_epochs else 1.0
-        if self.kind == "constant":
+        if self.kind == "constant" or (held and self.kind in ("paper", "step")):
             return warm
         if self.kind == "paper":
             return warm * self.gamma ** len(self.drops)
