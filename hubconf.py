@@ -3,7 +3,7 @@
     model = torch.hub.load("path/to/network-in-network", "nin_cifar10", source="local")
     model = torch.hub.load(..., "nin_mnist", source="local", pretrained=True, preprocess=True)
 
-``pretrained=True`` loads the weights shipped in ``nin/weights/`` (an error names the model when
+``pretrained=True`` loads the weights shipped in ``nin/pretrained/`` (an error names the model when
 none are shipped); ``preprocess=True`` then returns the network with its fitted preprocessing in
 front, taking float images of 0..255 pixel values.
 """
@@ -18,7 +18,7 @@ except ImportError:  # a plain checkout that was not pip-installed: use its src/
     _sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
     import nin as _nin
 
-from nin.weights import load_pretrained as _load_pretrained  # noqa: E402  (after the src/ fallback)
+from nin.inference.weights import load_pretrained as _load_pretrained  # noqa: E402  (after the src/ fallback)
 
 
 def _entrypoint(name):

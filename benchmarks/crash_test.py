@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nin.atomic import atomic_write_text
+from nin.utils.atomic import atomic_write_text
 from nin.data import load_dataset
-from nin.hardware import describe_hardware
-from nin.train.checkpoint import CheckpointError, load_checkpoint
+from nin.utils.hardware import describe_hardware
+from nin.checkpoint import CheckpointError, load_checkpoint
 from nin.train.metrics import read_metrics
 
 TIMING = ("images_per_s", "elapsed_s")

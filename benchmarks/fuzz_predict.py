@@ -3,7 +3,7 @@
 The inputs are made by Hypothesis from real images of the shared data (an MNIST digit and a CIFAR-10
 picture, saved as PNG and JPEG, grey, RGB, RGBA and paletted): bytes overwritten anywhere or in the
 header, files cut short, and random bytes. Each is written to a file and passed to
-``nin.predict.predict_files`` with an untrained MNIST network (what it predicts does not matter, only
+``nin.inference.predict.predict_files`` with an untrained MNIST network (what it predicts does not matter, only
 that nothing but an ``ImageFileError`` message comes out). Writes the counts to ``--out``.
 
     python benchmarks/fuzz_predict.py --data-dir ../shared/data --examples 2000 \\
@@ -32,12 +32,12 @@ from hypothesis import __version__ as hypothesis_version
 from hypothesis import strategies as st
 from PIL import Image
 
-from nin.atomic import atomic_write_text
+from nin.utils.atomic import atomic_write_text
 from nin.data import build_pipeline, load_dataset
-from nin.hardware import describe_hardware
+from nin.utils.hardware import describe_hardware
 from nin.models import create_model
-from nin.predict import predict_files
-from nin.trained import TrainedModel
+from nin.inference.predict import predict_files
+from nin.inference.trained import TrainedModel
 
 HEADER_BYTES = 64  # PNG IHDR and the JPEG SOF marker (sizes, channels) lie in the first bytes
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "hardware": describe_hardware(torch.device("cpu")),
               "versions": {"pillow": PIL.__version__, "hypothesis": hypothesis_version, "torch": torch.__version__},
-              "target": "nin.predict.predict_files (the code path of `nin predict`)",
+              "target": "nin.inference.predict.predict_files (the code path of `nin predict`)",
               "seeds": {name: len(data) for name, data in seeds.items()},
               "examples_requested": args.examples, **result, "wall_time_s": round(time.perf_counter() - tic, 1)}
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")

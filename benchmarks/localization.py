@@ -2,7 +2,7 @@
 
 Writes ``summary.json`` (command, date, hardware, configuration, numbers) and ``maps.png`` (class
 maps of the first test canvases, digit boxes in cyan, map peaks as white crosses) into ``--out``.
-The rule and the chance rates are defined in ``nin.localization``; docs/explain.md discusses them.
+The rule and the chance rates are defined in ``nin.experiments.localization``; docs/explain.md discusses them.
 
     python benchmarks/localization.py --data-dir ../shared/data --out results/localization
 """
@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 
 import torch
 
-from nin.atomic import atomic_write_text
+from nin.utils.atomic import atomic_write_text
 from nin.data import load_dataset
-from nin.explain import class_maps_for, explain_figure, save_figure
-from nin.hardware import describe_hardware
-from nin.localization import LocalizationConfig, run
+from nin.inference.explain import class_maps_for, explain_figure, save_figure
+from nin.utils.hardware import describe_hardware
+from nin.experiments.localization import LocalizationConfig, run
 
 
 def main(argv: list[str] | None = None) -> int:

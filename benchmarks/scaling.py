@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nin.allocator import TUNABLES
-from nin.atomic import atomic_write_text
-from nin.bench import PAD, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images, timed, train_step
+from nin.utils.allocator import TUNABLES
+from nin.utils.atomic import atomic_write_text
+from nin.bench.runner import PAD, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images, timed, train_step
 from nin.data import Augment, DeviceLoader
-from nin.hardware import describe_hardware
-from nin.train.distributed import barrier, init_world, shutdown
+from nin.utils.hardware import describe_hardware
+from nin.utils.distributed import barrier, init_world, shutdown
 
 PROCESS_CONFIGS = ((1, 1), (2, 1), (1, 2))  # (processes, threads each)
 
@@ -108,7 +108,7 @@ def process_scaling(config: BenchConfig) -> dict[str, Any]:
 
 
 def _with_tuned_malloc() -> None:
-    """Re-run this script under the allocator settings the ``nin`` CLI uses (see :mod:`nin.allocator`)."""
+    """Re-run this script under the allocator settings the ``nin`` CLI uses (see :mod:`nin.utils.allocator`)."""
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or platform.libc_ver()[0] != "glibc":
         return
     current = os.environ.get("GLIBC_TUNABLES")

@@ -2,7 +2,7 @@
 
 ``checkpoint_state`` builds an (untrained, seeded) ``nin_mnist`` network, fits a preprocessing
 pipeline on the given images and returns a dict with the keys ``Trainer.checkpoint_state`` writes,
-so ``nin.trained.load_trained`` reads it like a real one. Training is left out on purpose: a few
+so ``nin.inference.trained.load_trained`` reads it like a real one. Training is left out on purpose: a few
 dozen CPU steps take longer than all these tests together and still leave the network at chance.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from nin.data import LabeledImages, build_pipeline, load_dataset
 from nin.models import create_model
-from nin.train.checkpoint import save_checkpoint
+from nin.checkpoint import save_checkpoint
 from nin.train.recipe import load_recipe
 
 DIGITS = [str(d) for d in range(10)]

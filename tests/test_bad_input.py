@@ -27,11 +27,11 @@ from _checkpoints import checkpoint_state, synthetic_checkpoint, synthetic_digit
 from _idx import idx_bytes
 from PIL import Image
 
-import nin.atomic
-from nin.atomic import atomic_write
+import nin.utils.atomic
+from nin.utils.atomic import atomic_write
 from nin.cli import main
 from nin.train import Trainer, apply_overrides, load_checkpoint, load_recipe
-from nin.train.checkpoint import save_checkpoint
+from nin.checkpoint import save_checkpoint
 from nin.train.metrics import read_metrics
 
 TINY = ["--epochs", "1", "--subset", "16", "--set", "batch_size=16", "--set", "eval_split=none",
@@ -233,7 +233,7 @@ def _full_disk(fd: int) -> None:
 def test_full_disk_keeps_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "metrics.jsonl"
     target.write_text("old\n")
-    monkeypatch.setattr(nin.atomic.os, "fsync", _full_disk)
+    monkeypatch.setattr(nin.utils.atomic.os, "fsync", _full_disk)
     with pytest.raises(OSError) as err:
         atomic_write(target, lambda f: f.write(b"new\n"))
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
@@ -257,7 +257,7 @@ def test_full_disk_while_training_says_so_and_keeps_the_last_checkpoint(shared_d
 
     if not Path("/proc/self/fd").is_dir():
         pytest.skip("needs /proc to tell the checkpoint's file descriptor apart")
-    monkeypatch.setattr(nin.atomic.os, "fsync", full_for_checkpoints)
+    monkeypatch.setattr(nin.utils.atomic.os, "fsync", full_for_checkpoints)
     fails(capsys, ["train", "--recipe", "mnist", "--data-dir", str(shared_data), "--out", str(out), *TINY,
                    "--epochs", "2", "--resume"], "no space left", str(out / "last.pt"), "--resume")
     assert (out / "last.pt").read_bytes() == before and load_checkpoint(out / "last.pt")["epoch"] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _idx import write_mnist
 
-from nin.check import CheckError, CheckResult, Difference, check_record, format_result
+from nin.experiments.check import CheckError, CheckResult, Difference, check_record, format_result
 from nin.cli import main
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics, write_metrics

@@ -8,9 +8,9 @@ from _checkpoints import data_root, mnist, mnist_checkpoint, synthetic_checkpoin
 from PIL import Image
 
 from nin.cli import main
-from nin.explain import class_maps_for, explain_figure, map_peaks, upsample
-from nin.localization import chance_rates, inside, peak_hits, place_digits
-from nin.trained import load_trained
+from nin.inference.explain import class_maps_for, explain_figure, map_peaks, upsample
+from nin.experiments.localization import chance_rates, inside, peak_hits, place_digits
+from nin.inference.trained import load_trained
 
 CLASSES = [str(d) for d in range(10)]
 

@@ -7,8 +7,8 @@ import torch
 from _checkpoints import mnist, mnist_checkpoint, synthetic_checkpoint, synthetic_digits
 
 from nin.cli import main
-from nin.export import ExportError, export_checkpoint, preprocessing_module
-from nin.trained import load_trained
+from nin.inference.export import ExportError, export_checkpoint, preprocessing_module
+from nin.inference.trained import load_trained
 
 PIPELINES = [("unit",), ("gcn", "zca"), ("gcn", "lcn", "standardize")]
 

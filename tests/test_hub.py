@@ -10,10 +10,10 @@ import torch
 from _checkpoints import synthetic_checkpoint, synthetic_digits
 
 import nin
-import nin.weights
+import nin.inference.weights
 from nin.cli import main
-from nin.trained import load_trained
-from nin.weights import WeightsError, get_weights, load_weights, read_weights, weights_from_checkpoint
+from nin.inference.trained import load_trained
+from nin.inference.weights import WeightsError, get_weights, load_weights, read_weights, weights_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def test_hub_load_local_builds_the_network(name: str) -> None:
 
 
 def test_hub_pretrained_without_shipped_weights_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(nin.weights, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(nin.inference.weights, "SHIPPED_DIR", tmp_path)
     with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10'"):
         torch.hub.load(str(REPO), "nin_cifar10", source="local", pretrained=True)
 
@@ -58,7 +58,7 @@ def test_shipped_weights_load_through_the_hub(monkeypatch, tmp_path) -> None:
     shipped = tmp_path / "weights"
     out = shipped / "nin_mnist.safetensors"
     assert main(["export", str(checkpoint), "--format", "safetensors", "--out", str(out)]) == 0
-    monkeypatch.setattr(nin.weights, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(nin.inference.weights, "SHIPPED_DIR", shipped)
     record = get_weights("nin_mnist")
     assert (record.accuracy, record.accuracy_split) == (98.75, "mnist test")
     images = synthetic_digits(4, seed=4)[0]

@@ -10,8 +10,8 @@ from _checkpoints import synthetic_checkpoint, synthetic_digits
 from PIL import Image
 
 from nin.cli import main
-from nin.predict import ImageFileError, fit_image, predict_files, read_image
-from nin.trained import load_trained
+from nin.inference.predict import ImageFileError, fit_image, predict_files, read_image
+from nin.inference.trained import load_trained
 
 
 @pytest.fixture(scope="module")

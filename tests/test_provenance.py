@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import nin
-from nin.provenance import source_digest
+from nin.utils.provenance import source_digest
 
 
 def _tree(root: Path) -> Path:

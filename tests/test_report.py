@@ -9,9 +9,9 @@ import pytest
 from _idx import write_mnist
 
 from nin.cli import main
-from nin.paper import EXPERIMENTS
-from nin.report import render
-from nin.reproduce import ExperimentError, reproduce
+from nin.experiments.paper import EXPERIMENTS
+from nin.experiments.report import render
+from nin.experiments.reproduce import ExperimentError, reproduce
 from nin.train import Recipe, list_recipes, load_recipe
 from nin.train.recipe import recipe_to_toml
 

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from nin.cli import main
 from nin.data import DatasetError, load_dataset
 from nin.data import download as dl
-from nin.train.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from nin.trained import load_trained
+from nin.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from nin.inference.trained import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from nin.cli import main
-from nin.weights import shipped_weights
+from nin.inference.weights import shipped_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_nin_mnist_weights_are_shipped_with_their_record() -> None:
     weights = shipped_weights()["nin_mnist"]
     recorded = json.loads((REPO / "results" / weights.recipe / "summary.json").read_text())
     assert weights.accuracy == pytest.approx(100 - recorded["tests"]["test"]["error"])
-    assert (REPO / "src" / "nin" / "weights" / weights.file).stat().st_size < 4_000_000
+    assert (REPO / "src" / "nin" / "pretrained" / weights.file).stat().st_size < 4_000_000
 
 
 def test_shipped_weights_reach_their_recorded_error(shared_data: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,7 +13,7 @@ import torch
 
 import nin.train.engine as engine
 from nin.cli import main
-from nin.provenance import source_digest
+from nin.utils.provenance import source_digest
 from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe
 from nin.train.metrics import read_metrics
 

@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nin.reproduce import reproduce
+    from nin.experiments.reproduce import reproduce
 
     for summary in reproduce(args.experiment, runs_dir=Path(args.runs_dir), results_dir=Path(args.results_dir),
                              data_root=args.data_dir, overrides=_recipe_overrides(args), only=args.only,
@@ -52,8 +52,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from nin.atomic import atomic_write_text
-    from nin.check import check_record, format_result
+    from nin.utils.atomic import atomic_write_text
+    from nin.experiments.check import check_record, format_result
 
     result = check_record(args.record, epochs=args.epochs, tolerance=args.tolerance, data_root=args.data_dir,
                           device=args.device, out_dir=args.out)
@@ -64,7 +64,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from nin.report import write_report
+    from nin.experiments.report import write_report
 
     print(write_report(args.results_dir, args.out))
     return 0
@@ -91,15 +91,15 @@ def _print_final(summary: dict) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from nin.data import load_dataset
-    from nin.train.evaluate import evaluate
-    from nin.weights import open_trained
+    from nin.inference.evaluate import evaluate
+    from nin.inference.weights import open_trained
 
     trained = open_trained(args.checkpoint)
     data = load_dataset(trained.dataset, args.split, root=args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":
-        from nin.quantize import quantize_int8
+        from nin.inference.quantize import quantize_int8
 
         calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess(calibration)), "fp32"
@@ -118,7 +118,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from nin.explain import explain_command
+    from nin.inference.explain import explain_command
 
     for path in explain_command(args.checkpoint, args.images, args.split, args.n, args.out, args.data_dir):
         print(path)
@@ -126,8 +126,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from nin.predict import predict_files
-    from nin.weights import open_trained
+    from nin.inference.predict import predict_files
+    from nin.inference.weights import open_trained
 
     predictions, errors = predict_files(open_trained(args.checkpoint), args.images, args.top_k)
     for message in errors:
@@ -142,7 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nin.export import export_checkpoint
+    from nin.inference.export import export_checkpoint
 
     for path in export_checkpoint(args.checkpoint, args.format, args.out):
         print(f"wrote {path}")
@@ -150,7 +150,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from nin.bench import BenchConfig, bench_command
+    from nin.bench.runner import BenchConfig, bench_command
 
     config = BenchConfig(steps=args.steps, repeats=args.repeats, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir")
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                   help="int8: a statically quantized copy for x86 CPUs (see nin.quantize)")
+                   help="int8: a statically quantized copy for x86 CPUs (see nin.inference.quantize)")
     p.add_argument("--calibration", type=_positive, default=2000, metavar="N",
                    help="int8: calibrate on the first N training images (default 2000)")
     p.add_argument("--json", action="store_true")
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=128)
     p.add_argument("--eval-batch-size", type=_positive, default=500, help="ours' inference batch (default 500)")
     p.add_argument("--inference-precision", choices=["bf16", "int8"], default="bf16",
-                   help="ours' inference: bf16 autocast, or an int8 copy (x86 CPUs; see nin.quantize)")
+                   help="ours' inference: bf16 autocast, or an int8 copy (x86 CPUs; see nin.inference.quantize)")
     p.add_argument("--images", type=_positive, default=10_000, help="size of the data slice (default 10000)")
     p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -305,14 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
-        from nin.allocator import reexec_with_tuned_malloc
+        from nin.utils.allocator import reexec_with_tuned_malloc
 
         reexec_with_tuned_malloc(sys.argv[1:])  # before importing torch: the new process imports it once
-    from nin.errors import EXPECTED_ERRORS
+    from nin.errors import NinError
 
     try:
         return args.handler(args)
-    except EXPECTED_ERRORS as err:
+    except NinError as err:
         print(f"nin {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -1,18 +1,7 @@
-"""The errors a user can cause and fix; the CLI prints their message without a traceback."""
+"""The base of every error a user can cause and fix. The CLI prints such an error's message, without a
+traceback, and exits with status 2. This module imports nothing of ours, so any module can raise one."""
 from __future__ import annotations
 
-from nin.check import CheckError
-from nin.data import DatasetError
-from nin.export import ExportError
-from nin.models.registry import UnknownModelError
-from nin.predict import ImageFileError
-from nin.quantize import QuantizationError
-from nin.reproduce import ExperimentError
-from nin.train.checkpoint import CheckpointError
-from nin.train.engine import TrainingError
-from nin.train.recipe import RecipeError
-from nin.weights import WeightsError
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (DatasetError, CheckpointError, TrainingError, RecipeError,
-                                                      UnknownModelError, ImageFileError, ExportError, WeightsError,
-                                                      ExperimentError, QuantizationError, CheckError)
+class NinError(Exception):
+    """An error whose message says what was wrong (the file, value or option) and what to do."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nin.errors import NinError
+
 _REDOWNLOAD = "delete it and fetch it again (load_dataset(..., download=True) downloads missing files)"
 
 # Errors a parser raises on a damaged file; anything else (MemoryError, KeyboardInterrupt) propagates.
@@ -26,7 +28,7 @@ _PARSE_ERRORS = (
 )
 
 
-class DatasetError(Exception):
+class DatasetError(NinError):
     """A data file is missing, damaged or not what it claims to be; the message says which and what to do."""
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from nin.errors import NinError
+
 Builder = Callable[..., nn.Module]
 
 
@@ -25,7 +27,7 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(NinError, KeyError):
     """A model name that is not registered."""
 
     def __str__(self) -> str:

@@ -15,20 +15,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nin.atomic import atomic_write_text, remove_partial_writes
+from nin.errors import NinError
+from nin.utils.atomic import atomic_write_text, remove_partial_writes
 from nin.data import Augment, DatasetError, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
-from nin.hardware import describe_hardware
+from nin.utils.hardware import describe_hardware
 from nin.models import create_model, param_groups
-from nin.provenance import git_commit, source_digest
-from nin.train.checkpoint import load_checkpoint, save_checkpoint
-from nin.train.distributed import World, all_reduce_sum, barrier, init_world, shutdown
-from nin.train.evaluate import EvalResult, autocast, evaluate, resident_dtype
+from nin.utils.provenance import git_commit, source_digest
+from nin.checkpoint import load_checkpoint, save_checkpoint
+from nin.utils.distributed import World, all_reduce_sum, barrier, init_world, shutdown
+from nin.inference.evaluate import EvalResult, autocast, evaluate, resident_dtype
 from nin.train.metrics import plot_curves, write_metrics
 from nin.train.recipe import RECIPE_DEFAULTS, Recipe, RecipeError, recipe_to_toml
 from nin.train.schedule import Schedule
 
 
-class TrainingError(RuntimeError):
+class TrainingError(NinError, RuntimeError):
     """Training stopped on purpose; the message explains why and what to do."""
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nin.atomic import atomic_write, atomic_write_text
+from nin.utils.atomic import atomic_write, atomic_write_text
 
 
 def write_metrics(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:

@@ -10,13 +10,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nin.errors import NinError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 
-class RecipeError(ValueError):
+class RecipeError(NinError, ValueError):
     """A recipe file or override that cannot be used; the message says what and how to fix it."""
 
 

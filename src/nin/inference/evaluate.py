@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nin.train.distributed import World, all_reduce_sum
+from nin.utils.distributed import World, all_reduce_sum
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ nin has is a fixed array operation and is exported: ``unit`` (x/255), ``gcn`` (p
 and scaling, in float64 as in training), ``zca`` (subtract a stored mean, multiply by the stored
 matrix), ``lcn`` (fixed Gaussian convolutions) and ``standardize`` (per-channel affine). The input
 is a float32 (N, C, H, W) tensor of pixel values in 0..255 at the checkpoint's input size; the
-caller only decodes and resizes images (``nin.predict`` documents a rule for that).
+caller only decodes and resizes images (``nin.inference.predict`` documents a rule for that).
 """
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nin.atomic import atomic_write
+from nin.errors import NinError
+from nin.utils.atomic import atomic_write
 from nin.data import GCN, LCN, ZCA, Pipeline, Standardize, ToUnitRange, Transform
 from nin.data.preprocess import gaussian_kernel
-from nin.trained import TrainedModel
+from nin.inference.trained import TrainedModel
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 ONNX_OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(NinError, ValueError):
     """A checkpoint or format that cannot be exported; the message says what and what to do."""
 
 
@@ -108,7 +109,7 @@ def _step_module(step: Transform, channels: int) -> nn.Module:
     if isinstance(step, Standardize):
         return ChannelStandardize(step)
     raise ExportError(f"preprocessing step {step!r} has no exportable form; export cannot include it. Apply it "
-                      "yourself before the exported model, or add its torch form to nin.export")
+                      "yourself before the exported model, or add its torch form to nin.inference.export")
 
 
 def preprocessing_module(pipeline: Pipeline, channels: int) -> nn.Sequential:
@@ -165,8 +166,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
 
     Returns the files written (safetensors: the weights and their JSON sidecar).
     """
-    from nin.trained import load_trained
-    from nin.weights import weights_from_checkpoint
+    from nin.inference.trained import load_trained
+    from nin.inference.weights import weights_from_checkpoint
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from nin.trained import TrainedModel
+from nin.errors import NinError
+from nin.inference.trained import TrainedModel
 
 _MODES = {1: "L", 3: "RGB"}
 
 
-class ImageFileError(ValueError):
+class ImageFileError(NinError, ValueError):
     """An image file that cannot be used; the message names the file and says why."""
 
 

@@ -6,7 +6,7 @@ network (GAP makes it work on any input size: 56×56 canvases give 14×14 maps) 
 labels alone; then we count how often the peak of the predicted class's map falls inside the digit.
 
 The rule, exactly: the peak is the first maximal cell of the predicted class's h × w map
-(:func:`nin.explain.map_peaks`), mapped to the image as that cell's centre ((j + 0.5)·W/w,
+(:func:`nin.inference.explain.map_peaks`), mapped to the image as that cell's centre ((j + 0.5)·W/w,
 (i + 0.5)·H/h); it is a hit when x0 ≤ x < x1 and y0 ≤ y < y1, with (x0, y0, x1, y1) the tight box
 of the digit's non-zero pixels. Two chance rates are reported: the box area over the canvas area
 (averaged over images), and the share of map cells whose centre lies in the box (the hit rate of a
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from nin.data import build_pipeline
-from nin.explain import class_maps_for, map_peaks
+from nin.inference.explain import class_maps_for, map_peaks
 from nin.models import create_model
-from nin.trained import TrainedModel
+from nin.inference.trained import TrainedModel
 
 DIGIT = 28
 

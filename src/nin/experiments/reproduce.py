@@ -5,13 +5,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nin.paper import EXPERIMENTS, Experiment
+from nin.errors import NinError
+from nin.experiments.paper import EXPERIMENTS, Experiment
 from nin.train import Trainer, apply_overrides, load_recipe
 
 RECORD_FILES = ("summary.json", "metrics.jsonl", "curves.png", "recipe.toml")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(NinError, ValueError):
     """An experiment name or recipe selection that does not exist."""
 
 

@@ -2,7 +2,7 @@
 
 Ours is the engine's path (device-resident data through :class:`~nin.data.DeviceLoader` with batched
 augmentation, channels_last, bf16 autocast, SGD over :func:`nin.param_groups`); the reference is
-:mod:`nin.bench_reference`. Both train the same NIN-CIFAR10 from the same initial weights on the same
+:mod:`nin.bench.reference`. Both train the same NIN-CIFAR10 from the same initial weights on the same
 images, and their timed runs alternate (reference, ours, reference, ours, ...) so that a load change on
 a shared machine hits both sides alike; the report gives medians. Peak memory is the RSS high-water mark
 of a fresh subprocess per side and phase, so neither side pays for the other's buffers. The machine's
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nin.atomic import atomic_write_text
-from nin.bench_reference import PAD, ReferenceTrainer, reference_loader
+from nin.utils.atomic import atomic_write_text
+from nin.bench.reference import PAD, ReferenceTrainer, reference_loader
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
-from nin.hardware import describe_hardware
+from nin.utils.hardware import describe_hardware
 from nin.models import create_model, param_groups, profile_model
-from nin.quantize import QuantizationError, quantize_int8
+from nin.inference.quantize import QuantizationError, quantize_int8
 from nin.train.engine import resolve_device, train_step
-from nin.train.evaluate import autocast, resident_dtype
+from nin.inference.evaluate import autocast, resident_dtype
 
 MODEL = "nin_cifar10"
 INPUT_SIZE = (3, 32, 32)
@@ -280,7 +280,7 @@ def run_side_in_fresh_process(config: BenchConfig, side: str, phase: str, images
     """:func:`run_side` in a new interpreter (same environment), given the data slice and the fitted
     preprocessing, so that the child neither loads nor fits (nor counts) anything else."""
     payload = pickle.dumps((config, side, phase, images.numpy(), labels.numpy(), preprocess))
-    command = [sys.executable, "-c", "from nin.bench import side_main; side_main()"]
+    command = [sys.executable, "-c", "from nin.bench.runner import side_main; side_main()"]
     done = subprocess.run(command, input=payload, capture_output=True)
     if done.returncode != 0:
         raise RuntimeError(f"the {side} {phase} memory run failed:\n{done.stderr.decode()[-3000:]}")

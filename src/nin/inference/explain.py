@@ -18,8 +18,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nin.atomic import atomic_write
-from nin.trained import TrainedModel
+from nin.utils.atomic import atomic_write
+from nin.inference.trained import TrainedModel
 
 MAX_MAPS = 12  # more classes than this (CIFAR-100): a row shows only the highest-scoring maps
 PREDICTED, TRUE = "#d62728", "#2ca02c"  # frame colours: red = predicted class, green = true class
@@ -155,8 +155,8 @@ def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), s
                     out: str | os.PathLike = "explain", data_dir: str | os.PathLike | None = None) -> list[str]:
     """``nin explain``: figures for image files, or for the first ``n`` images of the checkpoint's dataset split."""
     from nin.data import SPLITS, DatasetError, load_dataset
-    from nin.predict import read_image
-    from nin.weights import open_trained
+    from nin.inference.predict import read_image
+    from nin.inference.weights import open_trained
 
     trained = open_trained(checkpoint)
     if images:

@@ -15,7 +15,9 @@ import warnings
 import torch
 from torch import nn
 
-class QuantizationError(RuntimeError):
+from nin.errors import NinError
+
+class QuantizationError(NinError, RuntimeError):
     """The int8 path cannot be built here; the message says why and what to use instead."""
 
 

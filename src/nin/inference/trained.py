@@ -10,7 +10,7 @@ from torch import nn
 
 from nin.data import Pipeline
 from nin.models import create_model
-from nin.train.checkpoint import CheckpointError, load_checkpoint
+from nin.checkpoint import CheckpointError, load_checkpoint
 
 
 @dataclass

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nin.atomic import atomic_write_text
-from nin.check import Difference
-from nin.paper import EXPERIMENTS
+from nin.utils.atomic import atomic_write_text
+from nin.experiments.check import Difference
+from nin.experiments.paper import EXPERIMENTS
 from nin.train import Recipe, load_recipe
 
 # Recipe fields that describe or house a run rather than its procedure: a change to them is not a change of

@@ -8,7 +8,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).parent
+PACKAGE_DIR = Path(__file__).parent.parent  # the nin package
 
 
 def git_commit() -> str | None:

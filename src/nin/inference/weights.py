@@ -6,9 +6,9 @@ measured and on which split, the class names and the fitted preprocessing. The p
 tensors (a ZCA matrix, say) live in the safetensors file under ``preprocess/…`` keys and the JSON
 holds its structure, so loading never unpickles anything.
 
-The registry of shipped weights is the folder ``nin/weights/`` inside the package: every
+The registry of shipped weights is the folder ``nin/pretrained/`` inside the package: every
 ``MODEL.json`` sidecar there (with its ``MODEL.safetensors``) ships weights for ``MODEL``;
-``nin export CHECKPOINT --format safetensors --out src/nin/weights/MODEL.safetensors`` makes them from
+``nin export CHECKPOINT --format safetensors --out src/nin/pretrained/MODEL.safetensors`` makes them from
 a checkpoint. ``nin_mnist`` ships the ``mnist-fast`` run recorded in ``results/mnist-fast``.
 """
 from __future__ import annotations
@@ -24,17 +24,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from nin.atomic import atomic_write, atomic_write_text
+from nin.errors import NinError
+from nin.utils.atomic import atomic_write, atomic_write_text
 from nin.data import Pipeline
 from nin.models import create_model
-from nin.trained import TrainedModel, load_trained
+from nin.inference.trained import TrainedModel, load_trained
 
 FORMAT = "nin-weights-v1"
-SHIPPED_DIR = Path(__file__).with_name("weights")
+SHIPPED_DIR = Path(__file__).parent.parent / "pretrained"
 _TENSOR = "__tensor__"  # a JSON placeholder {"__tensor__": key} for a tensor stored in the safetensors file
 
 
-class WeightsError(ValueError):
+class WeightsError(NinError, ValueError):
     """Weights that are missing or unusable; the message names the file and what to do."""
 
 
@@ -157,7 +158,7 @@ def get_weights(model_name: str) -> Weights:
         raise WeightsError(
             f"no pretrained weights are shipped for {model_name!r} (shipped: {have}). Train it with "
             f"`nin train --recipe …` and turn the checkpoint into shipped weights with `nin export runs/…/last.pt "
-            f"--format safetensors --out src/nin/weights/{model_name}.safetensors`, or use pretrained=False")
+            f"--format safetensors --out src/nin/pretrained/{model_name}.safetensors`, or use pretrained=False")
     return shipped[model_name]
 
 
@@ -190,7 +191,7 @@ def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
 
 def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Weights:
     """Turn a ``nin train`` checkpoint into shipped-weights files; the accuracy comes from its summary.json."""
-    from nin.train.checkpoint import load_checkpoint
+    from nin.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
@@ -203,7 +204,7 @@ def load_pretrained(model_name: str, with_preprocessing: bool = False) -> torch.
     """The shipped network of ``model_name``; with ``with_preprocessing`` it takes 0..255 images."""
     trained = get_weights(model_name).load()
     if with_preprocessing:
-        from nin.export import PreprocessedModel
+        from nin.inference.export import PreprocessedModel
 
         return PreprocessedModel(trained).eval()
     return trained.model

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nin.hardware import describe_hardware
+from nin.errors import NinError
+from nin.utils.hardware import describe_hardware
 from nin.train import Trainer, load_recipe
 from nin.train.metrics import read_metrics
 
@@ -25,7 +26,7 @@ LOSS_FIELDS = ("train_loss", "valid_loss", "test_loss")
 ``tolerance``."""
 
 
-class CheckError(ValueError):
+class CheckError(NinError, ValueError):
     """A record that cannot be checked (missing or unreadable files, too few epochs)."""
 
 
@@ -55,7 +56,7 @@ class CheckResult:
     rerun_processes: int
     compared: int = 0
     differences: list[Difference] = field(default_factory=list)
-    recorded_source: str | None = None  # nin.provenance.source_digest(); records before it have none
+    recorded_source: str | None = None  # nin.utils.provenance.source_digest(); records before it have none
     rerun_source: str | None = None
 
     @property

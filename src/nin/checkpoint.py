@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from nin.atomic import atomic_write
+from nin.errors import NinError
+from nin.utils.atomic import atomic_write
 
 FORMAT = "nin-checkpoint-v1"
 _DIGEST = "sha256"  # the key of the content digest (checkpoints written before it existed have none)
@@ -30,7 +31,7 @@ _MSDOS_DIR = 0x10  # the directory bit of a zip member's external attributes
 _REMEDY = "delete it and train again (or resume from a good copy)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NinError, ValueError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 

@@ -1,0 +1,1 @@
+"""`nin bench`: our training and inference speed against a plain PyTorch port, in the same process."""
