@@ -63,7 +63,7 @@ def checkpoint_state(images: torch.Tensor, preprocess: Sequence[Any] = ("unit",)
         "epoch": 1,
         "elapsed": 0.0,
         "history": [],
-        "preprocess": pipeline.state_dict(),
+        "preprocess": pipeline.to_spec(),
         "recipe": dataclasses.asdict(recipe),
         "classes": list(DIGITS),
         "dataset": "mnist",

@@ -169,7 +169,7 @@ def test_mean_image_matches_numpy_and_round_trips(cifar_batch1):
     expected = test.astype(np.float64) - train.astype(np.float64).mean(axis=0)
     out = step(torch.from_numpy(test))
     assert out.dtype == torch.float32 and rel_err(out, expected) < 1e-6
-    rebuilt = Pipeline.from_state_dict(Pipeline([step]).state_dict())
+    rebuilt = Pipeline.from_spec(Pipeline([step]).to_spec())
     assert torch.equal(rebuilt(torch.from_numpy(test)), out)
     with pytest.raises(ValueError, match=r"fitted on images of shape \(3, 32, 32\).*\(1, 32, 32\)"):
         step(torch.zeros(2, 1, 32, 32))
@@ -196,14 +196,14 @@ def _plain(value: object) -> bool:
     return isinstance(value, (str, int, float, bool, torch.Tensor))
 
 
-def test_pipeline_state_dict_round_trip(tmp_path):
+def test_pipeline_spec_round_trip(tmp_path):
     x = random_images((300, 3, 6, 6), seed=3)
     pipe = build_pipeline(["gcn", {"name": "zca", "filter_bias": 0.5}, "lcn", "standardize"]).fit(x)
-    state = pipe.state_dict()
+    state = pipe.to_spec()
     assert _plain(state)
     torch.save({"preprocess": state}, tmp_path / "ckpt.pt")
     loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)["preprocess"]
-    again = Pipeline.from_state_dict(loaded)
+    again = Pipeline.from_spec(loaded)
     assert repr(again) == repr(pipe) and again.steps[1].filter_bias == 0.5
     new = random_images((50, 3, 6, 6), seed=4)
     assert torch.equal(again(new), pipe(new))
@@ -231,8 +231,8 @@ def test_pipeline_errors():
         build_pipeline([{"filter_bias": 1}])
     with pytest.raises(RuntimeError, match="ZCA is not fitted"):
         build_pipeline(["gcn", "zca"])(random_images((2, 1, 2, 2)))
-    with pytest.raises(ValueError, match="not a preprocessing pipeline state"):
-        Pipeline.from_state_dict({"steps": []})
+    with pytest.raises(ValueError, match="not a preprocessing pipeline"):
+        Pipeline.from_spec({"steps": []})
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         GCN()(torch.zeros(3, 4))
     zca = ZCA().fit(torch.randn(10, 1, 2, 2))

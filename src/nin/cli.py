@@ -102,8 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
         from nin.inference.quantize import quantize_int8
 
         calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
-        model, precision = quantize_int8(model, trained.preprocess(calibration)), "fp32"
-    result = evaluate(model, trained.preprocess(data.images), data.labels, len(trained.classes),
+        model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
+    result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
                       precision=precision, channels_last=precision == "bf16")
     per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:

@@ -1,11 +1,17 @@
-"""The paper's preprocessing (pylearn2's GCN, ZCA and LeCun LCN) as fitted, serialisable transforms,
-plus the mean-image subtraction of cuda-convnet and per-channel standardization for other recipes.
+"""The paper's preprocessing (pylearn2's GCN, ZCA and LeCun LCN) as fitted ``nn.Module``s, plus the
+mean-image subtraction of cuda-convnet, per-channel standardization for other recipes, and the fixed
+channel order and mean of the authors' Caffe ImageNet model.
 
-A transform maps a batch (N, C, H, W) of uint8 or float pixels to float32 of the same shape.
-Stateful ones (ZCA, Standardize) are fitted on the training split only; a :class:`Pipeline` chains
-them, fits them in order and stores everything as plain types and tensors, so it can live in a
-checkpoint loaded with ``torch.load(weights_only=True)`` and evaluation applies exactly the
-training-time preprocessing (the classic source of "downloaded weights evaluate worse" reports).
+A step maps a batch (N, C, H, W) of uint8 or float pixels to float32 of the same shape. Stateful
+steps (ZCA, Standardize, MeanImage) are fitted on the training split only and keep what they learn
+in buffers. A :class:`Pipeline` chains the steps and fits them in order. The same modules transform
+the training data, sit in front of the network for evaluation and prediction
+(``nin.inference.Preprocessed``) and are traced into ONNX and TorchScript exports: one
+implementation, so a deployment cannot apply a different ZCA than training did (the classic source
+of "downloaded weights evaluate worse" reports).
+
+``Pipeline.to_spec()`` holds only str/int/float/bool/list/dict/Tensor, so it can live in a checkpoint
+loaded with ``torch.load(weights_only=True)``; its format is unchanged since the first checkpoints.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 _FORMAT = "nin.preprocess.Pipeline/1"
 _FIT_CHUNK = 4096  # rows per float64 chunk when fitting (4096 × 3072 doubles = 100 MB)
@@ -24,50 +31,52 @@ def _check_batch(x: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} expects a batch of shape (N, C, H, W), got shape {tuple(x.shape)}")
 
 
-class Transform:
+class Transform(nn.Module):
     """One preprocessing step. Subclasses list their constructor arguments in ``config`` and their
-    fitted tensors in ``buffers``; a step with buffers must be fitted before it is applied."""
+    fitted tensors in ``fitted_buffers``; a step with such buffers must be fitted before it is applied."""
 
     name: ClassVar[str]
     config: ClassVar[tuple[str, ...]] = ()
-    buffers: ClassVar[tuple[str, ...]] = ()
+    fitted_buffers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        for b in self.fitted_buffers:
+            self.register_buffer(b, None)
 
     @property
     def fitted(self) -> bool:
-        return all(getattr(self, b, None) is not None for b in self.buffers)
+        return all(getattr(self, b) is not None for b in self.fitted_buffers)
 
     def fit(self, x: torch.Tensor) -> Transform:
         """Fit on training images (N, C, H, W); stateless steps have nothing to learn."""
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def state_dict(self) -> dict[str, Any]:
+    def to_spec(self) -> dict[str, Any]:
         """Name, constructor arguments and fitted tensors (on the CPU): plain types only."""
-        state: dict[str, Any] = {"name": self.name}
-        state.update({k: getattr(self, k) for k in self.config})
-        state.update({b: getattr(self, b).cpu() for b in self.buffers if getattr(self, b, None) is not None})
-        return state
+        spec: dict[str, Any] = {"name": self.name}
+        spec.update({k: getattr(self, k) for k in self.config})
+        spec.update({b: getattr(self, b).cpu() for b in self.fitted_buffers if getattr(self, b) is not None})
+        return spec
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> Transform:
-        """Rebuild a step (fitted if the state holds its tensors) from :meth:`state_dict`."""
-        step = cls(**{k: state[k] for k in cls.config if k in state})
-        for b in cls.buffers:
-            if b in state:
-                setattr(step, b, state[b])
+    def from_spec(cls, spec: Mapping[str, Any]) -> Transform:
+        """Rebuild a step (fitted if the spec holds its tensors) from :meth:`to_spec`."""
+        step = cls(**{k: spec[k] for k in cls.config if k in spec})
+        for b in cls.fitted_buffers:
+            if b in spec:
+                setattr(step, b, spec[b])
         return step
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.config)
-        fitted = "" if not self.buffers else (", fitted" if self.fitted else ", not fitted")
-        return f"{type(self).__name__}({args}{fitted})"
+        fitted = "" if not self.fitted_buffers else ("fitted" if self.fitted else "not fitted")
+        return ", ".join(part for part in (args, fitted) if part)
 
     def _require_fitted(self) -> None:
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() on the training images first "
-                               "(or load a fitted pipeline with Pipeline.from_state_dict)")
+                               "(or load a fitted pipeline with Pipeline.from_spec)")
 
 
 class ToUnitRange(Transform):
@@ -75,7 +84,7 @@ class ToUnitRange(Transform):
 
     name = "unit"
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "ToUnitRange")
         return x.to(torch.float32) / 255.0
 
@@ -89,10 +98,7 @@ class MeanImage(Transform):
     """
 
     name = "mean_image"
-    buffers = ("mean",)
-
-    def __init__(self) -> None:
-        self.mean: torch.Tensor | None = None
+    fitted_buffers = ("mean",)
 
     def fit(self, x: torch.Tensor) -> MeanImage:
         _check_batch(x, "MeanImage.fit")
@@ -102,14 +108,13 @@ class MeanImage(Transform):
         self.mean = (total / len(x)).to(torch.float32).cpu()
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "MeanImage")
         self._require_fitted()
-        assert self.mean is not None
         if x.shape[1:] != self.mean.shape:
             raise ValueError(f"MeanImage was fitted on images of shape {tuple(self.mean.shape)}, this batch has "
                              f"{tuple(x.shape[1:])}")
-        return x.to(torch.float32) - self.mean.to(x.device)
+        return x.to(torch.float32) - self.mean
 
 
 class GCN(Transform):
@@ -126,12 +131,13 @@ class GCN(Transform):
     config = ("scale", "min_norm")
 
     def __init__(self, scale: float = 55.0, min_norm: float = 1e-8) -> None:
+        super().__init__()
         self.scale = float(scale)
         self.min_norm = float(min_norm)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "GCN")
-        flat = x.reshape(len(x), -1).to(torch.float64)
+        flat = x.flatten(1).to(torch.float64)
         flat = flat - flat.mean(dim=1, keepdim=True)
         norm = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
         norm = torch.where(norm < self.min_norm, torch.ones_like(norm), norm)
@@ -150,12 +156,11 @@ class ZCA(Transform):
 
     name = "zca"
     config = ("filter_bias",)
-    buffers = ("mean", "whitening")
+    fitted_buffers = ("mean", "whitening")
 
     def __init__(self, filter_bias: float = 0.1) -> None:
+        super().__init__()
         self.filter_bias = float(filter_bias)
-        self.mean: torch.Tensor | None = None
-        self.whitening: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor) -> ZCA:
         _check_batch(x, "ZCA.fit")
@@ -182,16 +187,14 @@ class ZCA(Transform):
         self.mean = mean.to(torch.float32).cpu()
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "ZCA")
         self._require_fitted()
-        assert self.mean is not None and self.whitening is not None
-        flat = x.reshape(len(x), -1).to(torch.float32)
+        flat = x.flatten(1).to(torch.float32)
         if flat.shape[1] != len(self.mean):
             raise ValueError(f"ZCA was fitted on {len(self.mean)} values per image, this batch has "
                              f"{flat.shape[1]} (shape {tuple(x.shape)})")
-        mean, whitening = self.mean.to(x.device), self.whitening.to(x.device)
-        return ((flat - mean) @ whitening).reshape(x.shape)
+        return ((flat - self.mean) @ self.whitening).reshape(x.shape)
 
 
 def gaussian_kernel(size: int, sigma: float = 2.0) -> torch.Tensor:
@@ -219,22 +222,25 @@ class LCN(Transform):
     config = ("kernel_size", "threshold")
 
     def __init__(self, kernel_size: int = 7, threshold: float = 1e-4) -> None:
+        super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"LCN kernel_size must be a positive odd number, got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.threshold = float(threshold)
+        # derived from the config, so not saved
+        self.register_buffer("kernel", gaussian_kernel(self.kernel_size).to(torch.float32), persistent=False)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "LCN")
+        # every channel as an image of its own: one fixed single-channel kernel, exportable to ONNX
         x = x.to(torch.float32)
-        c = x.shape[1]
-        kernel = gaussian_kernel(self.kernel_size).to(device=x.device, dtype=torch.float32)
-        weight = kernel.expand(c, 1, -1, -1)
+        planes = x.reshape(-1, 1, *x.shape[2:])
+        weight = self.kernel[None, None]
         pad = self.kernel_size // 2
-        centered = x - F.conv2d(x, weight, padding=pad, groups=c)
-        local = F.conv2d(x * x, weight, padding=pad, groups=c).clamp_min(0.0).sqrt()
+        centered = planes - F.conv2d(planes, weight, padding=pad)
+        local = F.conv2d(planes * planes, weight, padding=pad).clamp_min(0.0).sqrt()
         divisor = torch.maximum(local, local.mean(dim=(2, 3), keepdim=True)).clamp_min(self.threshold)
-        return centered / divisor
+        return (centered / divisor).reshape(x.shape)
 
 
 class Standardize(Transform):
@@ -244,11 +250,7 @@ class Standardize(Transform):
     """
 
     name = "standardize"
-    buffers = ("mean", "std")
-
-    def __init__(self) -> None:
-        self.mean: torch.Tensor | None = None
-        self.std: torch.Tensor | None = None
+    fitted_buffers = ("mean", "std")
 
     def fit(self, x: torch.Tensor) -> Standardize:
         _check_batch(x, "Standardize.fit")
@@ -266,52 +268,92 @@ class Standardize(Transform):
         self.mean, self.std = mean.to(torch.float32).cpu(), std.to(torch.float32).cpu()
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x, "Standardize")
         self._require_fitted()
-        assert self.mean is not None and self.std is not None
         if x.shape[1] != len(self.mean):
             raise ValueError(f"Standardize was fitted on {len(self.mean)} channels, this batch has {x.shape[1]}")
-        mean = self.mean.to(x.device)[:, None, None]
-        std = self.std.to(x.device)[:, None, None]
-        return (x.to(torch.float32) - mean) / std
+        return (x.to(torch.float32) - self.mean[:, None, None]) / self.std[:, None, None]
 
 
-TRANSFORMS: dict[str, type[Transform]] = {t.name: t for t in (ToUnitRange, MeanImage, GCN, ZCA, LCN, Standardize)}
+class ReverseChannels(Transform):
+    """RGB to BGR (or back): the channel order of networks trained in Caffe with OpenCV-decoded images."""
+
+    name = "bgr"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x, "ReverseChannels")
+        return x.to(torch.float32).flip(1)
 
 
-class Pipeline:
-    """Steps applied in order; fitted on training images, applied in batches of ``batch_size``.
+class ChannelMean(Transform):
+    """Subtract a fixed per-channel mean, given in the input's channel order (Caffe's ``mean_value``)."""
 
-    ``state_dict()`` holds only str/int/float/bool/list/dict/Tensor, so a checkpoint stays loadable
-    with ``torch.load(weights_only=True)``; ``Pipeline.from_state_dict`` rebuilds it exactly.
+    name = "channel_mean"
+    config = ("mean",)
+
+    def __init__(self, mean: Sequence[float]) -> None:
+        super().__init__()
+        self.mean = [float(m) for m in mean]
+        self.register_buffer("values", torch.tensor(self.mean, dtype=torch.float32)[:, None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch(x, "ChannelMean")
+        if x.shape[1] != len(self.mean):
+            raise ValueError(f"ChannelMean has {len(self.mean)} channel means, this batch has {x.shape[1]} channels")
+        return x.to(torch.float32) - self.values
+
+
+TRANSFORMS: dict[str, type[Transform]] = {
+    t.name: t for t in (ToUnitRange, MeanImage, GCN, ZCA, LCN, Standardize, ReverseChannels, ChannelMean)}
+
+
+class Pipeline(nn.Module):
+    """Steps applied in order, fitted on training images.
+
+    Calling the pipeline transforms one batch (what a model in front of its network does, and what
+    export traces); :meth:`transform` runs a whole split through it ``batch_size`` images at a time.
     """
 
     def __init__(self, steps: Sequence[Transform] = (), batch_size: int = 4096) -> None:
+        super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.steps = list(steps)
+        self.steps = nn.ModuleList(steps)
         self.batch_size = int(batch_size)
+
+    @property
+    def fitted(self) -> bool:
+        return all(step.fitted for step in self.steps)
 
     def fit(self, x: torch.Tensor) -> Pipeline:
         """Fit every step on the training images as transformed by the steps before it."""
         _check_batch(x, "Pipeline.fit")
-        stateful = [i for i, s in enumerate(self.steps) if s.buffers]
+        stateful = [i for i, s in enumerate(self.steps) if s.fitted_buffers]
         current = x
         for i, step in enumerate(self.steps[:stateful[-1] + 1] if stateful else []):
             step.fit(current)
             if i < stateful[-1]:
-                current = self._apply([step], current)
+                current = self._batched(self.steps[i:i + 1], current)
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Transform a batch (N, C, H, W) to float32, ``batch_size`` images at a time."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform one batch (N, C, H, W) to float32."""
         _check_batch(x, "Pipeline")
         for step in self.steps:
             step._require_fitted()
-        return self._apply(self.steps, x)
+        for step in self.steps:
+            x = step(x)
+        return x.to(torch.float32)
 
-    def _apply(self, steps: Sequence[Transform], x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform a whole split, ``batch_size`` images at a time (bounded float64 intermediates)."""
+        _check_batch(x, "Pipeline")
+        for step in self.steps:
+            step._require_fitted()
+        return self._batched(self.steps, x)
+
+    def _batched(self, steps: Sequence[Transform], x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         for i in range(0, len(x), self.batch_size):
             batch = x[i:i + self.batch_size]
@@ -320,20 +362,16 @@ class Pipeline:
             out[i:i + self.batch_size] = batch
         return out
 
-    def state_dict(self) -> dict[str, Any]:
+    def to_spec(self) -> dict[str, Any]:
         """Every step's name, arguments and fitted tensors, as plain types."""
-        return {"format": _FORMAT, "batch_size": self.batch_size, "steps": [s.state_dict() for s in self.steps]}
+        return {"format": _FORMAT, "batch_size": self.batch_size, "steps": [s.to_spec() for s in self.steps]}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> Pipeline:
-        """Rebuild the pipeline that produced ``state``."""
-        if state.get("format") != _FORMAT:
-            raise ValueError(f"not a preprocessing pipeline state (format {state.get('format')!r}, "
-                             f"expected {_FORMAT!r})")
-        return cls([_step_class(s["name"]).from_state_dict(s) for s in state["steps"]], state["batch_size"])
-
-    def __repr__(self) -> str:
-        return f"Pipeline([{', '.join(map(repr, self.steps))}])"
+    def from_spec(cls, spec: Mapping[str, Any]) -> Pipeline:
+        """Rebuild the pipeline that produced ``spec``."""
+        if spec.get("format") != _FORMAT:
+            raise ValueError(f"not a preprocessing pipeline (format {spec.get('format')!r}, expected {_FORMAT!r})")
+        return cls([_step_class(s["name"]).from_spec(s) for s in spec["steps"]], spec["batch_size"])
 
 
 def _step_class(name: str) -> type[Transform]:
@@ -345,8 +383,8 @@ def _step_class(name: str) -> type[Transform]:
 
 def build_pipeline(names: Sequence[str | Mapping[str, Any]]) -> Pipeline:
     """A pipeline from a recipe list: names (``unit``, ``mean_image``, ``gcn``, ``zca``, ``lcn``,
-    ``standardize``) or dicts such as ``{"name": "zca", "filter_bias": 0.1}`` whose other keys are the
-    step's arguments."""
+    ``standardize``, ``bgr``) or dicts such as ``{"name": "zca", "filter_bias": 0.1}`` whose other keys
+    are the step's arguments (``{"name": "channel_mean", "mean": [104, 117, 123]}``)."""
     steps = []
     for entry in names:
         spec = {"name": entry} if isinstance(entry, str) else dict(entry)
@@ -362,5 +400,5 @@ def build_pipeline(names: Sequence[str | Mapping[str, Any]]) -> Pipeline:
     return Pipeline(steps)
 
 
-__all__ = ["GCN", "LCN", "TRANSFORMS", "MeanImage", "ZCA", "Pipeline", "Standardize", "ToUnitRange", "Transform",
-           "build_pipeline", "gaussian_kernel"]
+__all__ = ["GCN", "LCN", "TRANSFORMS", "ChannelMean", "MeanImage", "ZCA", "Pipeline", "ReverseChannels",
+           "Standardize", "ToUnitRange", "Transform", "build_pipeline", "gaussian_kernel"]

@@ -28,9 +28,9 @@ PREDICTED, TRUE = "#d62728", "#2ca02c"  # frame colours: red = predicted class, 
 @torch.no_grad()
 def class_maps_for(trained: TrainedModel, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N, K, h, w) float32 class maps of uint8 images (N, C, H, W), preprocessed as in training."""
-    model = trained.model
-    device = next(model.parameters()).device
-    outs = [model.class_maps(trained.preprocess(chunk).to(device)).float().cpu() for chunk in images.split(batch_size)]
+    model = trained.preprocessed()
+    device = next(trained.model.parameters()).device
+    outs = [model.class_maps(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
     if not outs:
         raise ValueError("no images to explain")
     return torch.cat(outs)

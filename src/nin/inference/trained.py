@@ -13,6 +13,27 @@ from nin.models import create_model
 from nin.checkpoint import CheckpointError, load_checkpoint
 
 
+class Preprocessed(nn.Module):
+    """A network with its fitted preprocessing in front: raw pixel values (0..255) in, logits out.
+
+    What prediction, torch.hub, shipped weights and export see, so none of them can forget the
+    preprocessing or apply another one than training did. ``class_maps`` gives the class confidence
+    maps of networks that have them.
+    """
+
+    def __init__(self, preprocess: Pipeline, network: nn.Module, input_size: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.network = network
+        self.input_size = tuple(input_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(self.preprocess(images))
+
+    def class_maps(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network.class_maps(self.preprocess(images))
+
+
 @dataclass
 class TrainedModel:
     model: nn.Module
@@ -31,11 +52,16 @@ class TrainedModel:
                 f"this network was trained on {c}×{h}×{w} images ({self.dataset}), but {what} holds "
                 f"{'×'.join(map(str, images.shape[1:]))} images: evaluate it on data like its training data")
 
+    def preprocessed(self) -> Preprocessed:
+        """The network with its preprocessing in front (raw 0..255 pixels in), in eval mode."""
+        return Preprocessed(self.preprocess, self.model, self.input_size).eval()
+
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         """Logits for uint8 images (N, C, H, W) of the training size, preprocessed as in training."""
+        model = self.preprocessed()
         device = next(self.model.parameters()).device
-        outs = [self.model(self.preprocess(chunk).to(device)).float().cpu() for chunk in images.split(batch_size)]
+        outs = [model(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes))
 
 
@@ -47,5 +73,6 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit its model {state.get('model_name')!r}: {err}") from None
-    return TrainedModel(model.to(device).eval(), Pipeline.from_state_dict(state["preprocess"]), list(state["classes"]),
-                        state["dataset"], tuple(state["input_size"]), state["recipe"], list(state["history"]))
+    return TrainedModel(model.to(device).eval(), Pipeline.from_spec(state["preprocess"]).to(device),
+                        list(state["classes"]), state["dataset"], tuple(state["input_size"]), state["recipe"],
+                        list(state["history"]))

@@ -52,7 +52,7 @@ class Weights:
     accuracy_split: str | None
     classes: list[str]
     input_size: tuple[int, int, int]
-    preprocess: dict[str, Any]  # Pipeline.state_dict() with tensors replaced by placeholders
+    preprocess: dict[str, Any]  # Pipeline.to_spec() with tensors replaced by placeholders
     sidecar: Path | None = None  # where the record was read from (None: not yet written)
 
     def load(self, device: str | torch.device = "cpu") -> TrainedModel:
@@ -70,7 +70,7 @@ class Weights:
         model = create_model(self.model_name, num_classes=len(self.classes), **self.model_args)
         try:
             model.load_state_dict(state)
-            preprocess = Pipeline.from_state_dict(_restore(self.preprocess, tensors))
+            preprocess = Pipeline.from_spec(_restore(self.preprocess, tensors))
         except (KeyError, RuntimeError, ValueError) as err:
             raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
         recipe = {"name": self.recipe}
@@ -107,7 +107,7 @@ def save_weights(trained: TrainedModel, path: str | os.PathLike, model_name: str
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path}: weights files end in .safetensors")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    preprocess = _strip(trained.preprocess.state_dict(), "preprocess", tensors)
+    preprocess = _strip(trained.preprocess.to_spec(), "preprocess", tensors)
     record = Weights(model_name, dict(model_args), path.name, str(trained.recipe.get("name", "unknown")),
                      trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
                      preprocess)
@@ -203,8 +203,4 @@ def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLi
 def load_pretrained(model_name: str, with_preprocessing: bool = False) -> torch.nn.Module:
     """The shipped network of ``model_name``; with ``with_preprocessing`` it takes 0..255 images."""
     trained = get_weights(model_name).load()
-    if with_preprocessing:
-        from nin.inference.export import PreprocessedModel
-
-        return PreprocessedModel(trained).eval()
-    return trained.model
+    return trained.preprocessed() if with_preprocessing else trained.model

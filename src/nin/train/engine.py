@@ -105,7 +105,7 @@ class Trainer:
             train = dataclasses.replace(train, images=train.images[: recipe.subset], labels=train.labels[: recipe.subset])
         self.classes = train.classes
         self.num_classes = len(train.classes)
-        self.preprocess = (Pipeline.from_state_dict(state["preprocess"]) if state
+        self.preprocess = (Pipeline.from_spec(state["preprocess"]) if state
                            else build_pipeline(recipe.preprocess).fit(train.images))
         self.train_set = train
         self.eval_set = self._load("eval", recipe.eval_split) if recipe.eval_split else None
@@ -156,7 +156,7 @@ class Trainer:
     def _finite(self, data: LabeledImages) -> torch.Tensor:
         """The preprocessed images, refused if any value is NaN or Inf: training on them would only
         surface later as a 'diverged' loss that blames the learning rate."""
-        x = self.preprocess(data.images)
+        x = self.preprocess.transform(data.images)
         bad = torch.cat([~torch.isfinite(chunk.flatten(1)).all(1) for chunk in x.split(4096)])
         if bad.any():
             raise TrainingError(
@@ -219,7 +219,7 @@ class Trainer:
             "epoch": epoch,
             "elapsed": self.elapsed,
             "history": self.history,
-            "preprocess": self.preprocess.state_dict(),
+            "preprocess": self.preprocess.to_spec(),
             "recipe": dataclasses.asdict(self.recipe),
             "classes": list(self.classes),
             "dataset": self.recipe.dataset,
