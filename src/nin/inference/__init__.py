@@ -1,0 +1,1 @@
+"""Using trained networks from elsewhere: converters for other frameworks' weight files."""
