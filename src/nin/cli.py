@@ -149,6 +149,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_caffe(args: argparse.Namespace) -> int:
+    from nin.inference.caffe import convert_command
+
+    for path in convert_command(args.file, args.out, data_dir=args.data_dir, architecture=args.architecture,
+                                classes=args.classes):
+        print(f"wrote {path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from nin.bench.runner import BenchConfig, bench_command
 
@@ -187,6 +196,16 @@ def _recipes(args: argparse.Namespace) -> int:
         paper = f"{r.paper_error}%" if r.paper_error is not None else "-"
         print(f"{name:20s} {r.model:24s} {r.dataset:14s} paper {paper:>7s}  {r.paper_ref}")
     return 0
+
+
+CONVERT_CAFFE_DESCRIPTION = """\
+Convert one of the authors' Caffe model-zoo files (cifar10_nin.caffemodel, nin_imagenet.caffemodel or
+nin_imagenet_conv.caffemodel) into a .safetensors weights file with its JSON sidecar, for `nin eval`,
+`nin predict` and nin.inference.weights.load_weights. Layers are matched by the prototxt's names and
+checked shape by shape. The CIFAR-10 model expects GCN + ZCA fitted on the 50,000 CIFAR-10 training
+images, read from --data-dir; the ImageNet model expects BGR 224x224 crops minus Caffe's mean pixel,
+which the weights file carries. Also writes WEIGHTS.caffe.json: the source file's SHA-1, the layer-name
+map and the preprocessing."""
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
@@ -273,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
     p.add_argument("--out", help="output file (default: the checkpoint with .onnx, .torchscript.pt or .safetensors)")
     p.set_defaults(handler=_export)
+
+    p = sub.add_parser("convert", help="turn another framework's trained weights into ours (docs/convert.md)")
+    formats = p.add_subparsers(dest="source_format", required=True)
+    p = formats.add_parser("caffe", help="the authors' Caffe model-zoo .caffemodel files",
+                           description=CONVERT_CAFFE_DESCRIPTION)
+    p.add_argument("file", help="the .caffemodel file")
+    p.add_argument("--out", required=True, help="the weights file to write, WEIGHTS.safetensors (its JSON sidecars "
+                   "go next to it)")
+    p.add_argument("--data-dir", help="dataset root for fitting the CIFAR-10 model's GCN + ZCA (default: $NIN_DATA, "
+                   "else ~/.cache/nin)")
+    p.add_argument("--architecture", choices=["cifar10", "imagenet"],
+                   help="which of the authors' networks the file holds (default: detected from its layers)")
+    p.add_argument("--classes", help="a text file with one class name per line, in output order (e.g. Caffe's "
+                   "synset_words.txt for ImageNet; default: the dataset's names)")
+    p.set_defaults(handler=_convert_caffe)
 
     p = sub.add_parser("bench", help="our training and inference speed against a plain PyTorch port (docs/speed.md)")
     p.add_argument("--steps", type=_positive, default=20, help="training steps per timed run (default 20)")
