@@ -127,12 +127,23 @@ def test_caffe_variant_uses_average_pool2_and_lr_multipliers() -> None:
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-def test_init_follows_the_authors_stds() -> None:
+AUTHORS_STDS = {  # written from the authors' files: initW of NIN/*_def (cuda-convnet 9f9e707), the zoo prototxt
+    "nin_cifar10": [0.05] * 9,  # cifar-10_def
+    "nin_cifar100": [0.001, 0.01, 0.01] + [0.05] * 6,  # cifar-100_def
+    "nin_mnist": [0.05] * 9,  # mnist_def
+    "nin_svhn": [0.05] * 9,  # svhn_def
+    "nin_imagenet": [0.01, 0.05, 0.05, 0.05, 0.05, 0.05, 0.01, 0.05, 0.05, 0.05, 0.05, 0.01],  # gist d802a584...
+}
+
+
+@pytest.mark.parametrize("name", AUTHORS_STDS)
+def test_init_follows_the_authors_stds(name: str) -> None:
     torch.manual_seed(0)
-    model = nin.create_model("nin_cifar100")
+    model = nin.create_model(name)
     convs = [c for block in model.features if isinstance(block, MLPConv) for c in block.convs]
     stds = [c.weight.std().item() for c in convs]
-    for got, want in zip(stds, [0.001, 0.01, 0.01] + [0.05] * 6):
+    assert len(stds) == len(AUTHORS_STDS[name])
+    for got, want in zip(stds, AUTHORS_STDS[name]):
         assert got == pytest.approx(want, rel=0.15)
     assert all(torch.count_nonzero(c.bias) == 0 for c in convs)
 

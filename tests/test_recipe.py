@@ -42,7 +42,8 @@ def test_overrides_are_typed() -> None:
     recipe = apply_overrides(load_recipe("mnist"), ["lr=0.5", "epochs=3", "eval_split=none", "model_args.dropout=0.0",
                                                     "test_splits=[\"test\"]", "weight_decay=0"])
     assert (recipe.lr, recipe.epochs, recipe.eval_split) == (0.5, 3, None)
-    assert recipe.model_args == {"dropout": 0.0}
+    assert recipe.model_args == {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2,
+                                 "dropout": 0.0}  # one argument added to the recipe's own
     assert recipe.weight_decay == 0.0 and isinstance(recipe.weight_decay, float)
 
 

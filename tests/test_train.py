@@ -101,7 +101,7 @@ def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data:
 
 def test_resume_refuses_a_different_recipe(shared_data: Path, tmp_path: Path) -> None:
     Trainer(tiny_recipe("epochs=1"), tmp_path, data_root=shared_data, progress=False).fit()
-    with pytest.raises(TrainingError, match="lr: 0.02 there, 0.05 now"):
+    with pytest.raises(TrainingError, match="lr: 0.1 there, 0.05 now"):
         Trainer(tiny_recipe("epochs=2", "lr=0.05"), tmp_path, data_root=shared_data, resume=True, progress=False)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from nin.errors import NinError
 from nin.utils.hardware import describe_hardware
-from nin.train import Trainer, load_recipe
+from nin.train import Recipe, Trainer, load_recipe
 from nin.train.metrics import read_metrics
 
 EPOCH_FIELDS = ("lr", "lr_drops", "train_loss", "train_error", "valid_loss", "valid_error")
@@ -24,6 +24,13 @@ EXACT_FIELDS = ("lr", "lr_drops", "epochs")
 LOSS_FIELDS = ("train_loss", "valid_loss", "test_loss")
 """Reported, not judged: a loss moves with the errors. The other fields are errors in % points, judged by
 ``tolerance``."""
+
+
+CHANGED_MODEL_DEFAULTS = (  # (model, argument, the default before, the first day of the new default)
+    ("nin_mnist", "init_std", "he", "2026-11-30"),  # now the authors' initW=0.05
+    ("nin_svhn", "init_std", "he", "2026-11-30"),
+)
+"""A record that does not name such an argument and was written before that day ran with the old default."""
 
 
 class CheckError(NinError, ValueError):
@@ -106,7 +113,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
         overrides["test_splits"] = []
     if device is not None:
         overrides["device"] = device
-    recipe = dataclasses.replace(recipe, **overrides)
+    recipe = dataclasses.replace(recipe, **overrides, model_args=_args_as_run(recipe, summary.get("date", "")))
 
     with tempfile.TemporaryDirectory(prefix="nin-check-") as scratch:
         trainer = Trainer(recipe, out_dir or scratch, data_root=data_root, stop_after=epochs,
@@ -127,6 +134,15 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
             _compare(result, f"test split {split!r}", _test_values(recorded), _test_values(rerun),
                      ("test_error", "test_loss"))
     return result
+
+
+def _args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
+    """The recipe's model arguments with the defaults of the day the record was written."""
+    args = dict(recipe.model_args)
+    for model, name, old_default, changed in CHANGED_MODEL_DEFAULTS:
+        if recipe.model == model and name not in args and date[:10] < changed:
+            args[name] = old_default
+    return args
 
 
 def _test_values(test: dict[str, Any]) -> dict[str, Any]:

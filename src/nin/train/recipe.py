@@ -61,7 +61,8 @@ class Recipe:
     plateau_max_drops: int = 2  # paper: divide twice, then stop at the next plateau
     milestones: list[int] = field(default_factory=list)  # step: epochs at which the rate is multiplied by gamma
     gamma: float = 0.1
-    # paper and step: the drops divide the weights' rates only, the biases' stay (the authors' README edits epsW only)
+    # paper and step: the drops divide the weights' rates only, the biases' stay (the authors' README edits epsW
+    # only); the other schedules have no drops, so it changes nothing there
     hold_bias_rates: bool = False
     # numerics and hardware
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -87,9 +88,6 @@ class Recipe:
                 raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise RecipeError(f"recipe {self.name!r}: max_minutes must be positive, got {self.max_minutes}")
-        if self.hold_bias_rates and self.schedule not in ("paper", "step"):
-            raise RecipeError(f"recipe {self.name!r}: hold_bias_rates keeps the biases' rates at the drops of the "
-                              f"'paper' and 'step' schedules; schedule {self.schedule!r} has no drops")
         if self.subset is not None and self.subset < 1:
             raise RecipeError(f"recipe {self.name!r}: subset must be a positive number of images, got {self.subset}")
 
