@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nin.utils.atomic import atomic_write_text
-from nin.data import load_dataset
-from nin.utils.hardware import describe_hardware
 from nin.checkpoint import CheckpointError, load_checkpoint
+from nin.data import load_dataset
 from nin.train.metrics import read_metrics
+from nin.utils.atomic import atomic_write_text
+from nin.utils.hardware import describe_hardware
 
 TIMING = ("images_per_s", "elapsed_s")
 BAR = re.compile(r"epoch (\d+)/\d+:\s+\d+%\|[^|\r]*\| (\d+)/(\d+)")  # tqdm: "epoch 3/8:  50%|███  | 2/4 ["

@@ -32,12 +32,12 @@ from hypothesis import __version__ as hypothesis_version
 from hypothesis import strategies as st
 from PIL import Image
 
-from nin.utils.atomic import atomic_write_text
 from nin.data import build_pipeline, load_dataset
-from nin.utils.hardware import describe_hardware
-from nin.models import create_model
 from nin.inference.predict import predict_files
 from nin.inference.trained import TrainedModel
+from nin.models import create_model
+from nin.utils.atomic import atomic_write_text
+from nin.utils.hardware import describe_hardware
 
 HEADER_BYTES = 64  # PNG IHDR and the JPEG SOF marker (sizes, channels) lie in the first bytes
 

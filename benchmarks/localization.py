@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 
 import torch
 
-from nin.utils.atomic import atomic_write_text
 from nin.data import load_dataset
-from nin.inference.explain import class_maps_for, explain_figure, save_figure
-from nin.utils.hardware import describe_hardware
 from nin.experiments.localization import LocalizationConfig, run
+from nin.inference.explain import class_maps_for, explain_figure, save_figure
+from nin.utils.atomic import atomic_write_text
+from nin.utils.hardware import describe_hardware
 
 
 def main(argv: list[str] | None = None) -> int:

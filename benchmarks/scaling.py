@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nin.utils.allocator import TUNABLES
-from nin.utils.atomic import atomic_write_text
 from nin.bench.runner import PAD, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images, timed, train_step
 from nin.data import Augment, DeviceLoader
-from nin.utils.hardware import describe_hardware
+from nin.utils.allocator import TUNABLES
+from nin.utils.atomic import atomic_write_text
 from nin.utils.distributed import barrier, init_world, shutdown
+from nin.utils.hardware import describe_hardware
 
 PROCESS_CONFIGS = ((1, 1), (2, 1), (1, 2))  # (processes, threads each)
 

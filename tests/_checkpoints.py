@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import torch
 
+from nin.checkpoint import save_checkpoint
 from nin.data import LabeledImages, build_pipeline, load_dataset
 from nin.models import create_model
-from nin.checkpoint import save_checkpoint
 from nin.train.recipe import load_recipe
 
 DIGITS = [str(d) for d in range(10)]

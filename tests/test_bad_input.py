@@ -28,11 +28,11 @@ from _idx import idx_bytes
 from PIL import Image
 
 import nin.utils.atomic
-from nin.utils.atomic import atomic_write
+from nin.checkpoint import load_checkpoint, save_checkpoint
 from nin.cli import main
-from nin.train import Trainer, apply_overrides, load_checkpoint, load_recipe
-from nin.checkpoint import save_checkpoint
+from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
+from nin.utils.atomic import atomic_write
 
 TINY = ["--epochs", "1", "--subset", "16", "--set", "batch_size=16", "--set", "eval_split=none",
         "--set", "test_splits=[]", "--device", "cpu"]

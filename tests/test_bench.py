@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nin.bench import runner as bench
-from nin.bench.runner import MODEL, PHASES, SIDES, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images
 from nin.bench.reference import PAD, ReferenceTransform, crop_flip
+from nin.bench.runner import MODEL, PHASES, SIDES, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images
 from nin.data import Augment
 from nin.models import create_model
 

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 pytest.importorskip("google.protobuf")
 
 from nin.inference import caffe_schema as schema  # noqa: E402
-from nin.inference.caffe import (CaffeError, convert_caffemodel, convert_command, extract_features,  # noqa: E402
-                                 read_caffemodel)
+from nin.inference.caffe import CaffeError, convert_caffemodel, convert_command, extract_features, read_caffemodel  # noqa: E402
 
 
 def conv(name: str, out: int, k: int, s: int = 1, p: int = 0) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from _idx import write_mnist
 
-from nin.experiments.check import CheckError, CheckResult, Difference, check_record, format_result
 from nin.cli import main
+from nin.experiments.check import CheckError, CheckResult, Difference, check_record, format_result
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics, write_metrics
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _idx import idx_bytes, write_mnist
+
 from nin.data import SPLITS, DatasetError, LabeledImages, default_root, load_dataset, resolve_root
 
 MNIST_TRAIN_HIST = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

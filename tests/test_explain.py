@@ -8,8 +8,8 @@ from _checkpoints import data_root, mnist, mnist_checkpoint, synthetic_checkpoin
 from PIL import Image
 
 from nin.cli import main
-from nin.inference.explain import class_maps_for, explain_figure, map_peaks, upsample
 from nin.experiments.localization import chance_rates, inside, peak_hits, place_digits
+from nin.inference.explain import class_maps_for, explain_figure, map_peaks, upsample
 from nin.inference.trained import load_trained
 
 CLASSES = [str(d) for d in range(10)]

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from nin.data.preprocess import GCN, LCN, ZCA, MeanImage, Pipeline, Standardize, ToUnitRange, build_pipeline, gaussian_kernel
+from nin.data.preprocess import (
+    GCN,
+    LCN,
+    ZCA,
+    MeanImage,
+    Pipeline,
+    Standardize,
+    ToUnitRange,
+    build_pipeline,
+    gaussian_kernel,
+)
 
 # ------------------------------------------------------------------------------- NumPy references
 

@@ -23,10 +23,10 @@ import torch
 from _checkpoints import synthetic_checkpoint
 from hypothesis import HealthCheck, given, settings
 
+from nin.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from nin.cli import main
 from nin.data import DatasetError, load_dataset
 from nin.data import download as dl
-from nin.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from nin.inference.trained import load_trained
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import nin.train.data as training_data
 import nin.train.engine as engine
+from nin.checkpoint import load_checkpoint
 from nin.cli import main
-from nin.utils.provenance import source_digest
-from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe
+from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
+from nin.utils.provenance import source_digest
 
 TINY = ["subset=256", "batch_size=64", "eval_split=none", "test_splits=[]", "eval_batch_size=256", "device=\"cpu\""]
 
@@ -91,7 +93,7 @@ def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data:
     lean = Trainer(recipe, tmp_path / "bf16", data_root=shared_data, progress=False)
     assert lean.loader.images.dtype == torch.bfloat16
     lean.fit()
-    monkeypatch.setattr(engine, "resident_dtype", lambda precision: torch.float32)
+    monkeypatch.setattr(training_data, "resident_dtype", lambda precision: torch.float32)
     full = Trainer(recipe, tmp_path / "fp32", data_root=shared_data, progress=False)
     assert full.loader.images.dtype == torch.float32
     full.fit()  # autocast casts the first convolution's input to bf16 either way

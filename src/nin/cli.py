@@ -52,8 +52,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from nin.utils.atomic import atomic_write_text
     from nin.experiments.check import check_record, format_result
+    from nin.utils.atomic import atomic_write_text
 
     result = check_record(args.record, epochs=args.epochs, tolerance=args.tolerance, data_root=args.data_dir,
                           device=args.device, out_dir=args.out)

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nin.utils.atomic import atomic_write_text
 from nin.bench.reference import PAD, ReferenceTrainer, reference_loader
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
-from nin.utils.hardware import describe_hardware
-from nin.models import create_model, param_groups, profile_model
-from nin.inference.quantize import QuantizationError, quantize_int8
-from nin.train.engine import resolve_device, train_step
 from nin.inference.evaluate import autocast, resident_dtype
+from nin.inference.quantize import QuantizationError, quantize_int8
+from nin.models import create_model, param_groups, profile_model
+from nin.train.engine import resolve_device, train_step
+from nin.utils.atomic import atomic_write_text
+from nin.utils.hardware import describe_hardware
 
 MODEL = "nin_cifar10"
 INPUT_SIZE = (3, 32, 32)

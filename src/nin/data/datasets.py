@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nin.data import download as dl
+import nin.data.download as dl
 from nin.data.formats import (
     DatasetError,
     cifar_arrays,

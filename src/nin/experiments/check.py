@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from nin.errors import NinError
-from nin.utils.hardware import describe_hardware
 from nin.train import Recipe, Trainer, load_recipe
 from nin.train.metrics import read_metrics
+from nin.utils.hardware import describe_hardware
 
 EPOCH_FIELDS = ("lr", "lr_drops", "train_loss", "train_error", "valid_loss", "valid_error")
 EXACT_FIELDS = ("lr", "lr_drops", "epochs")

@@ -14,18 +14,18 @@ peak drawn uniformly among the cells, the exact chance level of this rule).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nin.data import build_pipeline
 from nin.inference.explain import class_maps_for, map_peaks
-from nin.models import create_model
 from nin.inference.trained import TrainedModel
+from nin.models import create_model
+from nin.train.engine import train_step
+from nin.train.schedule import Schedule
 
 DIGIT = 28
 
@@ -112,29 +112,28 @@ def train(inputs: torch.Tensor, labels: torch.Tensor, config: LocalizationConfig
     memory = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
     n = len(inputs)
     steps_per_epoch = n // config.batch_size
+    schedule = Schedule("cosine", config.epochs, steps_per_epoch,
+                        warmup_epochs=config.warmup_steps / steps_per_epoch)
     total = steps_per_epoch * config.epochs
     g = torch.Generator().manual_seed(config.seed)
+    cpu = torch.device("cpu")
     start = time.perf_counter()
     model.train()
-    step = 0
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=g)
         for b in range(steps_per_epoch):
             batch = order[b * config.batch_size:(b + 1) * config.batch_size]
-            warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * step / total))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(inputs[batch].contiguous(memory_format=memory))
-            loss = F.cross_entropy(logits.float(), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+                group["lr"] = config.lr * schedule.factor(epoch, b)
+            loss_sum, _ = train_step(model, optimizer, scaler, inputs[batch].contiguous(memory_format=memory),
+                                     labels[batch], device=cpu, precision="bf16" if config.bf16 else "fp32",
+                                     loss_scale=1 / len(batch))
+            step = epoch * steps_per_epoch + b + 1
             if progress and (step % 25 == 0 or step == total):
-                print(f"  step {step}/{total} epoch {epoch + 1} loss {loss.item():.3f} "
+                print(f"  step {step}/{total} epoch {epoch + 1} loss {loss_sum.item() / len(batch):.3f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
     return model.eval(), time.perf_counter() - start
 
@@ -176,7 +175,7 @@ def run(train_digits: torch.Tensor, train_labels: torch.Tensor, test_digits: tor
     test_set = place_digits(test_digits[:config.test_images], test_labels[:config.test_images],
                             config.canvas, seed=config.seed + 1)
     pipeline = build_pipeline(["unit"]).fit(train_set.images)
-    model, seconds = train(pipeline(train_set.images), train_set.labels, config, len(classes), progress=progress)
+    model, seconds = train(pipeline.transform(train_set.images), train_set.labels, config, len(classes), progress=progress)
     model = model.to(memory_format=torch.contiguous_format)
     trained = TrainedModel(model, pipeline, list(classes), "mnist-on-canvas",
                            (1, config.canvas, config.canvas), {}, [])

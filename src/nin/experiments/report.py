@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nin.utils.atomic import atomic_write_text
 from nin.experiments.check import Difference
 from nin.experiments.paper import EXPERIMENTS
 from nin.train import Recipe, load_recipe
+from nin.utils.atomic import atomic_write_text
 
 # Recipe fields that describe or house a run rather than its procedure: a change to them is not a change of
 # method (a seed is a draw of the same procedure; a time limit that bites shows as "stopped early").

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from google.protobuf.message import DecodeError  # noqa: E402  (after the schema, which says how to install it)
 from torch import nn
 
 from nin.data import build_pipeline, load_dataset
@@ -44,7 +45,6 @@ from nin.inference.weights import save_weights
 from nin.layers import GlobalAvgPool
 from nin.models import create_model, model_info
 from nin.utils.atomic import atomic_write_text
-from google.protobuf.message import DecodeError  # noqa: E402  (after the schema, which says how to install it)
 
 _WHAT_TO_DO = ("A .caffemodel is the binary weights file of a trained Caffe network (cifar10_nin.caffemodel, "
                "about 4 MB, or nin_imagenet_conv.caffemodel, about 30 MB); docs/convert.md says where to download "
@@ -650,7 +650,7 @@ def convert_command(file: str | os.PathLike, out: str | os.PathLike, data_dir: s
 
     CIFAR-10's GCN + ZCA is fitted on all 50,000 training images (``load_dataset("cifar10",
     "train+valid")`` under ``data_dir``), as the authors' pylearn2 data was. Writes WEIGHTS.safetensors, its
-    sidecar WEIGHTS.json (``nin.weights`` format) and WEIGHTS.caffe.json (the source file's SHA-1, the
+    sidecar WEIGHTS.json (``nin.inference.weights`` format) and WEIGHTS.caffe.json (the source file's SHA-1, the
     layer-name map, the preprocessing as a recipe list). Returns the written paths.
     """
     out = Path(out)

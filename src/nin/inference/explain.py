@@ -18,8 +18,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nin.utils.atomic import atomic_write
+from nin.data import SPLITS, DatasetError, load_dataset
+from nin.inference.predict import read_image
 from nin.inference.trained import TrainedModel
+from nin.inference.weights import open_trained
+from nin.utils.atomic import atomic_write
 
 MAX_MAPS = 12  # more classes than this (CIFAR-100): a row shows only the highest-scoring maps
 PREDICTED, TRUE = "#d62728", "#2ca02c"  # frame colours: red = predicted class, green = true class
@@ -154,10 +157,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
 def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), split: str = "test", n: int = 8,
                     out: str | os.PathLike = "explain", data_dir: str | os.PathLike | None = None) -> list[str]:
     """``nin explain``: figures for image files, or for the first ``n`` images of the checkpoint's dataset split."""
-    from nin.data import SPLITS, DatasetError, load_dataset
-    from nin.inference.predict import read_image
-    from nin.inference.weights import open_trained
-
     trained = open_trained(checkpoint)
     if images:
         batch = torch.stack([read_image(path, trained.input_size) for path in images])

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from nin.errors import NinError
+from nin.inference.trained import Preprocessed, TrainedModel, load_trained
+from nin.inference.weights import weights_from_checkpoint
 from nin.utils.atomic import atomic_write
-from nin.inference.trained import Preprocessed, TrainedModel
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
@@ -61,9 +62,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
 
     Returns the files written (safetensors: the weights and their JSON sidecar).
     """
-    from nin.inference.trained import load_trained
-    from nin.inference.weights import weights_from_checkpoint
-
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(out) if out is not None else Path(checkpoint).with_suffix(SUFFIXES[fmt])

@@ -17,6 +17,7 @@ from torch import nn
 
 from nin.errors import NinError
 
+
 class QuantizationError(NinError, RuntimeError):
     """The int8 path cannot be built here; the message says why and what to use instead."""
 

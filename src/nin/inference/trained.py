@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nin.checkpoint import CheckpointError, load_checkpoint
 from nin.data import Pipeline
 from nin.models import create_model
-from nin.checkpoint import CheckpointError, load_checkpoint
 
 
 class Preprocessed(nn.Module):
@@ -67,7 +67,12 @@ class TrainedModel:
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model of a ``nin train`` checkpoint in eval mode."""
-    state = load_checkpoint(path)
+    return trained_from_state(load_checkpoint(path), path, device)
+
+
+def trained_from_state(state: dict[str, Any], path: str | os.PathLike,
+                       device: str | torch.device = "cpu") -> TrainedModel:
+    """The model of a loaded checkpoint ``state`` (read from ``path``, named in errors), in eval mode."""
     try:
         model = create_model(state["model_name"], num_classes=len(state["classes"]), **state["model_args"])
         model.load_state_dict(state["model"])

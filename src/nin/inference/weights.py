@@ -24,11 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from nin.errors import NinError
-from nin.utils.atomic import atomic_write, atomic_write_text
+from nin.checkpoint import load_checkpoint
 from nin.data import Pipeline
+from nin.errors import NinError
+from nin.inference.trained import TrainedModel, load_trained, trained_from_state
 from nin.models import create_model
-from nin.inference.trained import TrainedModel, load_trained
+from nin.utils.atomic import atomic_write, atomic_write_text
 
 FORMAT = "nin-weights-v1"
 SHIPPED_DIR = Path(__file__).parent.parent / "pretrained"
@@ -191,11 +192,9 @@ def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
 
 def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Weights:
     """Turn a ``nin train`` checkpoint into shipped-weights files; the accuracy comes from its summary.json."""
-    from nin.checkpoint import load_checkpoint
-
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
-    trained = load_trained(checkpoint)
+    trained = trained_from_state(state, checkpoint)
     accuracy, split = _measured_accuracy(checkpoint)
     return save_weights(trained, path, state["model_name"], state["model_args"], accuracy, split)
 

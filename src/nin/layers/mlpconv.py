@@ -6,7 +6,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
 InitStd = float | str | Sequence[float] | None
 
 

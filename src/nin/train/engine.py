@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,27 +14,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nin.errors import NinError
-from nin.utils.atomic import atomic_write_text, remove_partial_writes
-from nin.data import Augment, DatasetError, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
-from nin.utils.hardware import describe_hardware
-from nin.models import create_model, param_groups
-from nin.utils.provenance import git_commit, source_digest
 from nin.checkpoint import load_checkpoint, save_checkpoint
-from nin.utils.distributed import World, all_reduce_sum, barrier, init_world, shutdown
-from nin.inference.evaluate import EvalResult, autocast, evaluate, resident_dtype
+from nin.data import DatasetError
+from nin.inference.evaluate import EvalResult, autocast, evaluate
+from nin.models import create_model
+from nin.train.data import load_training_data
+from nin.train.health import CUDA_CHECK_EVERY, HealthMonitor, TrainingError
 from nin.train.metrics import plot_curves, write_metrics
+from nin.train.optimizer import build_optimizer, build_schedule, set_rates
 from nin.train.recipe import RECIPE_DEFAULTS, Recipe, RecipeError, recipe_to_toml
-from nin.train.schedule import Schedule
-
-
-class TrainingError(NinError, RuntimeError):
-    """Training stopped on purpose; the message explains why and what to do."""
-
-
-DEAD_MAP_STEPS = 20  # consecutive steps with all logits exactly zero before calling the maps dead
-DEAD_CLASS_EPOCHS = 3  # consecutive epochs a class map is zero on every training image before training stops
-SYNC_EVERY = 25  # on CUDA, steps between the host's looks at the loss
+from nin.utils.atomic import atomic_write_text, remove_partial_writes
+from nin.utils.distributed import World, all_reduce_sum, barrier, init_world, shutdown
+from nin.utils.hardware import describe_hardware
+from nin.utils.provenance import git_commit, source_digest
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,14 +56,25 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     return loss_sum.detach(), logits.detach()
 
 
-def _dead_maps_message(recipe: Recipe, num_classes: int, where: str) -> str:
-    return (
-        f"{where}: every class map is zero, so the loss sits at ln({num_classes}) = {math.log(num_classes):.6f} and "
-        "the network predicts chance. The ReLU on the last mlpconv layer has switched off all class maps at once "
-        f"(lr {recipe.lr}, Gaussian init). Remedies: a lower learning rate (--set lr={recipe.lr / 5:g}), a warm-up "
-        "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm (--set model_args.batch_norm=true, "
-        "not in the paper). Training was stopped instead of running for hours at chance level."
-    )
+def _device_and_world(recipe: Recipe) -> tuple[torch.device, World]:
+    """The device this process trains on and the process group it belongs to (torchrun's, or none)."""
+    device = resolve_device(recipe.device)
+    world = init_world(device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if recipe.precision == "fp16" and device.type != "cuda":
+        raise TrainingError("precision fp16 needs a CUDA GPU; use --precision bf16 on a CPU")
+    return device, world
+
+
+def _build_model(recipe: Recipe, num_classes: int, device: torch.device) -> nn.Module:
+    try:
+        model = create_model(recipe.model, num_classes=num_classes, **recipe.model_args)
+    except TypeError as err:
+        raise RecipeError(f"model_args {recipe.model_args} do not fit {recipe.model}: {err}") from None
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if recipe.channels_last else model
 
 
 class Trainer:
@@ -86,55 +88,28 @@ class Trainer:
         self.recipe = recipe
         self.stop_after = stop_after
         self.out_dir = Path(out_dir)
-        self.data_root = data_root
-        self.device = resolve_device(recipe.device)
-        self.world = init_world(self.device)
-        if self.device.type == "cuda" and self.world.distributed:
-            self.device = torch.device("cuda", self.world.local_rank)
-            torch.cuda.set_device(self.device)
-        if recipe.precision == "fp16" and self.device.type != "cuda":
-            raise TrainingError("precision fp16 needs a CUDA GPU; use --precision bf16 on a CPU")
+        self.device, self.world = _device_and_world(recipe)
         self.progress = progress and self.world.is_main
         self.command = command or " ".join(sys.argv)
         self.checkpoint_path = self.out_dir / "last.pt"
         state = self._resume_state() if resume else None
 
         torch.manual_seed(recipe.seed)
-        train = self._load("train", recipe.train_split)
-        if recipe.subset is not None:
-            train = dataclasses.replace(train, images=train.images[: recipe.subset], labels=train.labels[: recipe.subset])
-        self.classes = train.classes
-        self.num_classes = len(train.classes)
-        self.preprocess = (Pipeline.from_spec(state["preprocess"]) if state
-                           else build_pipeline(recipe.preprocess).fit(train.images))
-        self.train_set = train
-        self.eval_set = self._load("eval", recipe.eval_split) if recipe.eval_split else None
+        self.data = load_training_data(recipe, data_root, self.device, self.world,
+                                       preprocess_spec=state["preprocess"] if state else None, verbose=self.progress)
+        self.classes = self.data.classes
+        self.num_classes = len(self.classes)
+        self.loader = self.data.loader
 
-        augment = Augment(recipe.augment_pad, recipe.augment_flip, recipe.augment_mode) \
-            if recipe.augment_pad or recipe.augment_flip else None
-        self.loader = DeviceLoader(self._finite(train).to(resident_dtype(recipe.precision)), train.labels,
-                                   recipe.batch_size, shuffle=True,
-                                   seed=recipe.seed, rank=self.world.rank, world_size=self.world.world_size,
-                                   augment=augment, device=self.device, channels_last=recipe.channels_last)
-        self.eval_data = self._prepare(self.eval_set) if self.eval_set else None
-
-        try:
-            model = create_model(recipe.model, num_classes=self.num_classes, **recipe.model_args)
-        except TypeError as err:
-            raise RecipeError(f"model_args {recipe.model_args} do not fit {recipe.model}: {err}") from None
-        self.model = model.to(self.device)
-        if recipe.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(param_groups(self.model, recipe.lr, recipe.weight_decay), lr=recipe.lr,
-                                         momentum=recipe.momentum, nesterov=recipe.nesterov)
-        self.schedule = Schedule(recipe.schedule, recipe.epochs, len(self.loader), warmup_epochs=recipe.warmup_epochs,
-                                 milestones=recipe.milestones, gamma=recipe.gamma, patience=recipe.plateau_patience,
-                                 min_delta=recipe.plateau_min_delta, max_drops=recipe.plateau_max_drops)
+        self.model = _build_model(recipe, self.num_classes, self.device)
+        self.optimizer = build_optimizer(self.model, recipe)
+        self.schedule = build_schedule(recipe, len(self.loader))
         self.scaler = torch.amp.GradScaler("cuda", enabled=recipe.precision == "fp16")
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.elapsed = 0.0
-        self.dead_epochs = [0] * len(self.classes)  # per class: consecutive epochs of this process with a dead map
+        self.health = HealthMonitor(self.classes, recipe.lr,
+                                    check_every=CUDA_CHECK_EVERY if self.device.type == "cuda" else 1)
         self.stopped_early: str | None = None  # why fit() ended before the recipe's end, if it did
         self.commit = git_commit()  # the code this process runs, read before the tree can change
         self.source = source_digest()
@@ -142,29 +117,6 @@ class Trainer:
             self._restore(state)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
                                      else self.model)
-
-    # -- data ---------------------------------------------------------------------------------
-    def _load(self, role: str, split: str) -> LabeledImages:
-        data = load_dataset(self.recipe.dataset, split, root=self.data_root)
-        if self.progress:
-            print(f"{role}: {data.description}", file=sys.stderr)
-        return data
-
-    def _prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._finite(data).to(self.device, resident_dtype(self.recipe.precision)), data.labels.to(self.device)
-
-    def _finite(self, data: LabeledImages) -> torch.Tensor:
-        """The preprocessed images, refused if any value is NaN or Inf: training on them would only
-        surface later as a 'diverged' loss that blames the learning rate."""
-        x = self.preprocess.transform(data.images)
-        bad = torch.cat([~torch.isfinite(chunk.flatten(1)).all(1) for chunk in x.split(4096)])
-        if bad.any():
-            raise TrainingError(
-                f"{data.name} {data.split!r}: the preprocessing {self.recipe.preprocess} turned {int(bad.sum()):,} "
-                f"of {len(x):,} images into NaN or Inf (the first is image {int(bad.nonzero()[0])}); nothing was "
-                "trained. Fix the preprocessing (a zca filter_bias above 0, more images to fit it on) or the data "
-                "files.")
-        return x
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:
@@ -219,35 +171,26 @@ class Trainer:
             "epoch": epoch,
             "elapsed": self.elapsed,
             "history": self.history,
-            "preprocess": self.preprocess.to_spec(),
+            "preprocess": self.data.preprocess.to_spec(),
             "recipe": dataclasses.asdict(self.recipe),
             "classes": list(self.classes),
             "dataset": self.recipe.dataset,
-            "input_size": list(self.train_set.images.shape[1:]),
+            "input_size": self.data.input_size,
         }
 
     # -- the loop -----------------------------------------------------------------------------
     def _set_lr(self, epoch: int, step: int) -> float:
-        """Set every group's rate for this step; returns the base rate of the weights."""
-        factor = self.schedule.factor(epoch, step)
-        held = self.schedule.factor(epoch, step, held=True) if self.recipe.hold_bias_rates else factor
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.recipe.lr * (held if group["bias"] else factor) * group["lr_mult"]
-        return self.recipe.lr * factor
+        return set_rates(self.optimizer, self.schedule, self.recipe, epoch, step)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
         recipe, world = self.recipe, self.world
         self.ddp_model.train()
         self.loader.set_epoch(epoch)
-        n_total = len(self.train_set.labels)
+        n_total = len(self.data.train.labels)
         # loss sum, correct, count, then for each class the steps where its logit was not zero for some image
         totals = torch.zeros(3 + self.num_classes, dtype=torch.float64, device=self.device)
-        dead_steps = 0
         bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
                    leave=False, unit="batch")
-        # Reading a GPU value stalls the host until the GPU catches up, so on CUDA the checks look every
-        # SYNC_EVERY steps (a NaN loss stays NaN in the running sum); on a CPU they are free every step.
-        sync_every = SYNC_EVERY if self.device.type == "cuda" else 1
         last_step = len(self.loader) - 1
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.loader):
@@ -262,46 +205,22 @@ class Trainer:
                 totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += len(y)
                 totals[3:] += (logits != 0).any(0)
-                if epoch == 0:  # a host read per step, in the first epoch only
-                    dead_steps = dead_steps + 1 if bool(logits.abs().max() == 0) else 0
-            checked = step % sync_every == sync_every - 1 or step == last_step
-            if checked and not torch.isfinite(totals[0]):  # the model in memory is lost; last.pt is not
-                raise TrainingError(
-                    f"the loss became {totals[0].item()} at epoch {epoch + 1}, step {step + 1}"
-                    f"{'' if sync_every == 1 else ' (or up to ' + str(sync_every - 1) + ' steps before)'}: training "
-                    f"diverged. The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is "
-                    f"kept. Lower the learning rate (now {recipe.lr}) or add a warm-up (--set warmup_epochs=2).")
-            if dead_steps >= DEAD_MAP_STEPS:
-                raise TrainingError(_dead_maps_message(recipe, self.num_classes, f"epoch 1, step {step + 1}"))
+            self.health.after_step(epoch, step, last_step, totals[0], logits, self._kept)
             bar.update()
-            if self.progress and step % (10 * sync_every) == 0:
+            if self.progress and step % (10 * self.health.check_every) == 0:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
         bar.close()
         seconds = time.perf_counter() - start
         loss_sum, correct, count, *live_steps = all_reduce_sum(totals, world).tolist()
-        self.dead_epochs = [n + 1 if steps == 0 else 0 for n, steps in zip(self.dead_epochs, live_steps)]
-        dead = [name for name, n in zip(self.classes, self.dead_epochs) if n >= DEAD_CLASS_EPOCHS]
-        if dead:
-            raise TrainingError(self._dead_classes_message(epoch, dead))
-        dying = [name for name, n in zip(self.classes, self.dead_epochs) if n]
-        if dying and world.is_main:
-            print(f"warning: epoch {epoch + 1}: the class map of {', '.join(map(repr, dying))} was zero on every "
-                  f"training image; training stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
+        self.health.end_epoch(epoch, live_steps, self._kept, warn=world.is_main)
         return loss_sum / count, 100.0 * (1 - correct / count), count / seconds
 
-    def _dead_classes_message(self, epoch: int, dead: list[str]) -> str:
-        kept = (f"the last checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept."
-                if self.start_epoch_done else "no checkpoint was written.")
-        one = len(dead) == 1
-        return (
-            f"epoch {epoch + 1}: the class {'map of' if one else 'maps of'} {', '.join(map(repr, dead))} "
-            f"{'was' if one else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
-            f"({len(dead)} of {self.num_classes} classes), so the network cannot predict "
-            f"{'that class' if one else 'those classes'}. The ReLU "
-            "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
-            f"back. Training was stopped; {kept} Remedies: a lower learning rate (--set lr={self.recipe.lr / 2:g}) "
-            "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
-        )
+    @property
+    def _kept(self) -> str:
+        """Which checkpoint a stop leaves, for the health checks' messages."""
+        if not self.start_epoch_done:
+            return "No checkpoint was written."
+        return f"The last good checkpoint {self.checkpoint_path} (epoch {self.start_epoch_done}) is kept."
 
     @property
     def start_epoch_done(self) -> int:
@@ -325,17 +244,13 @@ class Trainer:
             tic = time.perf_counter()
             train_loss, train_error, images_per_s = self._train_epoch(epoch)
             self.elapsed += time.perf_counter() - tic
-            if epoch == 0 and abs(train_loss - math.log(self.num_classes)) < 1e-3 and self.world.is_main:
-                print(f"warning: after epoch 1 the training loss is still ln({self.num_classes}) = {train_loss:.4f}: "
-                      "the class maps are alive but tiny (the signal shrinks through the layers). Training goes on; "
-                      "if it stays there, raise the init std or the learning rate.", file=sys.stderr)
-            for name, p in self.model.named_parameters():
-                if not torch.isfinite(p).all():
-                    raise TrainingError(f"parameter {name} holds NaN or Inf after epoch {epoch + 1}: training "
-                                        f"diverged. The last good checkpoint {self.checkpoint_path} is kept.")
+            warning = self.health.first_epoch_loss_warning(train_loss) if epoch == 0 else None
+            if warning and self.world.is_main:
+                print(warning, file=sys.stderr)
+            self.health.check_parameters(self.model, epoch, self._kept)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error}
-            if self.eval_data is not None:
-                result = self._evaluate(*self.eval_data)
+            if self.data.held_out is not None:
+                result = self._evaluate(*self.data.held_out)
                 row.update(valid_loss=result.loss, valid_error=result.error)
             self.schedule.end_epoch(epoch, train_error)
             row.update(images_per_s=images_per_s, elapsed_s=self.elapsed, lr_drops=list(self.schedule.drops))
@@ -387,11 +302,11 @@ class Trainer:
         tests: dict[str, Any] = {}
         for split in self.recipe.test_splits:
             try:
-                data = load_dataset(self.recipe.dataset, split, root=self.data_root)
+                data = self.data.load(split)
             except DatasetError as err:
                 tests[split] = {"skipped": str(err)}
                 continue
-            result = self._evaluate(*self._prepare(data))
+            result = self._evaluate(*self.data.prepare(data))
             tests[split] = {"description": data.description, "lossy": data.lossy, "images": result.count,
                             "error": result.error, "loss": result.loss,
                             "per_class_accuracy": dict(zip(data.classes, result.per_class_accuracy))}
@@ -405,8 +320,8 @@ class Trainer:
             "epochs_run": self.start_epoch_done,
             "lr_drops_after_epochs": [e + 1 for e in self.schedule.drops],
             "stopped_early": self.stopped_early,
-            "train_images": len(self.train_set.labels),
-            "train_split": self.train_set.description,
+            "train_images": len(self.data.train.labels),
+            "train_split": self.data.train.description,
             "eval_split": self.recipe.eval_split,  # the split that "final" calls valid_error
             "final": self.history[-1] if self.history else None,
             "tests": tests,

@@ -10,7 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nin.data import SPLITS, build_pipeline
 from nin.errors import NinError
+from nin.models import list_models
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,9 +133,6 @@ def _check(name: str, key: str, value: Any, where: str) -> Any:
 
 def _check_names(recipe: Recipe, where: str) -> None:
     """Values of the right type must also name something that exists: a dataset, split, model, step."""
-    from nin.data import SPLITS, build_pipeline
-    from nin.models import list_models
-
     if recipe.dataset not in SPLITS:
         raise RecipeError(f"{where}: dataset = {recipe.dataset!r} is unknown; datasets: {', '.join(SPLITS)}")
     splits = SPLITS[recipe.dataset]

@@ -18,7 +18,7 @@ from typing import Any
 class Schedule:
     """Learning-rate factor (relative to the recipe's base rate) as a function of training progress."""
 
-    def __init__(self, kind: str, epochs: int, steps_per_epoch: int, *, warmup_epochs: int = 0,
+    def __init__(self, kind: str, epochs: int, steps_per_epoch: int, *, warmup_epochs: float = 0,
                  milestones: list[int] | None = None, gamma: float = 0.1, patience: int = 10,
                  min_delta: float = 0.1, max_drops: int = 2) -> None:
         self.kind = kind

@@ -1,0 +1,107 @@
+"""The training run's health checks and their messages: a diverged loss or parameter, and class maps that died.
+
+NIN's last layer ends in a ReLU, and the global average of a map that is zero everywhere is a logit of
+exactly zero with no gradient to bring it back: the network then predicts chance for that class (for
+all of them, when every map dies, the loss sits at ln(K)). This is the most reported failure of NIN
+ports, so the loop watches for it rather than training for hours at chance level.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nin.errors import NinError
+
+DEAD_MAP_STEPS = 20  # consecutive first-epoch steps with all logits exactly zero before calling the maps dead
+DEAD_CLASS_EPOCHS = 3  # consecutive epochs a class map is zero on every training image before training stops
+CUDA_CHECK_EVERY = 25  # on CUDA, steps between the host's looks at the loss (each look waits for the GPU)
+
+
+class TrainingError(NinError, RuntimeError):
+    """Training stopped on purpose; the message explains why and what to do."""
+
+
+class HealthMonitor:
+    """Watches one run: call :meth:`after_step` after every step and :meth:`end_epoch` after every epoch.
+
+    ``check_every`` is the number of steps between looks at the running loss sum (a NaN stays NaN in the
+    sum, so a late look still catches it): 1 on a CPU, where a look is free, :data:`CUDA_CHECK_EVERY` on
+    CUDA. ``kept`` in each call says which checkpoint survives a stop, for the message.
+    """
+
+    def __init__(self, classes: Sequence[str], lr: float, check_every: int = 1) -> None:
+        if check_every < 1:
+            raise ValueError(f"check_every must be at least 1, got {check_every}")
+        self.classes = list(classes)
+        self.lr = lr
+        self.check_every = check_every
+        self.dead_epochs = [0] * len(self.classes)  # per class: consecutive epochs with a dead map
+        self.dead_steps = 0  # consecutive first-epoch steps with every logit zero
+
+    def after_step(self, epoch: int, step: int, last_step: int, loss_sum: torch.Tensor, logits: torch.Tensor,
+                   kept: str) -> None:
+        """Stop on a non-finite running loss, and in the first epoch on all maps dead for DEAD_MAP_STEPS steps."""
+        if epoch == 0:  # a host read per step, in the first epoch only
+            self.dead_steps = self.dead_steps + 1 if bool(logits.abs().max() == 0) else 0
+        if (step % self.check_every == self.check_every - 1 or step == last_step) and not torch.isfinite(loss_sum):
+            late = "" if self.check_every == 1 else f" (or up to {self.check_every - 1} steps before)"
+            raise TrainingError(
+                f"the loss became {loss_sum.item()} at epoch {epoch + 1}, step {step + 1}{late}: training diverged. "
+                f"{kept} Lower the learning rate (now {self.lr}) or add a warm-up (--set warmup_epochs=2).")
+        if self.dead_steps >= DEAD_MAP_STEPS:
+            raise TrainingError(self._all_dead_message(f"epoch 1, step {step + 1}"))
+
+    def end_epoch(self, epoch: int, live_steps: Sequence[float], kept: str, warn: bool = True) -> None:
+        """Count, per class, consecutive epochs whose map was zero on every training image (no step where it was
+        live); warn while it lasts (when ``warn``: the main process), stop when it has lasted DEAD_CLASS_EPOCHS."""
+        self.dead_epochs = [n + 1 if steps == 0 else 0 for n, steps in zip(self.dead_epochs, live_steps)]
+        dead = [name for name, n in zip(self.classes, self.dead_epochs) if n >= DEAD_CLASS_EPOCHS]
+        if dead:
+            raise TrainingError(self._dead_classes_message(epoch, dead, kept))
+        dying = [name for name, n in zip(self.classes, self.dead_epochs) if n]
+        if dying and warn:
+            print(f"warning: epoch {epoch + 1}: the class map of {', '.join(map(repr, dying))} was zero on every "
+                  f"training image; training stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
+
+    @staticmethod
+    def check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
+        """Stop when a parameter holds NaN or Inf (a loss can stay finite while a rarely used weight is not)."""
+        for name, p in model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise TrainingError(f"parameter {name} holds NaN or Inf after epoch {epoch + 1}: training diverged. "
+                                    f"{kept}")
+
+    def first_epoch_loss_warning(self, train_loss: float) -> str | None:
+        """A warning when the first epoch ends with the loss still at ln(K): live but tiny maps."""
+        k = len(self.classes)
+        if abs(train_loss - math.log(k)) >= 1e-3:
+            return None
+        return (f"warning: after epoch 1 the training loss is still ln({k}) = {train_loss:.4f}: the class maps are "
+                "alive but tiny (the signal shrinks through the layers). Training goes on; if it stays there, raise "
+                "the init std or the learning rate.")
+
+    def _all_dead_message(self, where: str) -> str:
+        k = len(self.classes)
+        return (
+            f"{where}: every class map is zero, so the loss sits at ln({k}) = {math.log(k):.6f} and the network "
+            "predicts chance. The ReLU on the last mlpconv layer has switched off all class maps at once "
+            f"(lr {self.lr}, Gaussian init). Remedies: a lower learning rate (--set lr={self.lr / 5:g}), a warm-up "
+            "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm (--set model_args.batch_norm=true, "
+            "not in the paper). Training was stopped instead of running for hours at chance level."
+        )
+
+    def _dead_classes_message(self, epoch: int, dead: list[str], kept: str) -> str:
+        one = len(dead) == 1
+        return (
+            f"epoch {epoch + 1}: the class {'map of' if one else 'maps of'} {', '.join(map(repr, dead))} "
+            f"{'was' if one else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
+            f"({len(dead)} of {len(self.classes)} classes), so the network cannot predict "
+            f"{'that class' if one else 'those classes'}. The ReLU "
+            "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
+            f"back. Training was stopped. {kept} Remedies: a lower learning rate (--set lr={self.lr / 2:g}) "
+            "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
+        )
