@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/reliability/fuzz_predict.json")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    trained = TrainedModel(create_model("nin_mnist", num_classes=10).eval(), build_pipeline(["unit"]),
+    trained = TrainedModel(create_model("nin_mnist", num_classes=10).eval(), "nin_mnist", {}, build_pipeline(["unit"]),
                            [str(d) for d in range(10)], "mnist", (1, 28, 28), {}, [])
     seeds = seed_images(Path(args.data_dir))
     tic = time.perf_counter()

@@ -49,7 +49,8 @@ def test_every_shipped_recipe_exports_to_onnx_with_its_preprocessing(name: str, 
     model = create_model(recipe.model, **recipe.model_args).eval()
     pipeline = _fitted(json.dumps(recipe.preprocess), recipe.dataset)
     classes = [str(i) for i in range(model.num_classes)]
-    trained = TrainedModel(model, pipeline, classes, recipe.dataset, tuple(images.shape[1:]), {"name": name}, [])
+    trained = TrainedModel(model, recipe.model, recipe.model_args, pipeline, classes, recipe.dataset,
+                           tuple(images.shape[1:]), {"name": name}, [])
     export_onnx(trained, tmp_path / "model.onnx")
     expected = trained.logits(images[:5])
     scale = expected.abs().max().item()
@@ -91,7 +92,7 @@ def test_unknown_format_is_a_clear_error(tmp_path) -> None:
 
 def test_export_never_overwrites_the_checkpoint(tmp_path) -> None:
     checkpoint = synthetic_checkpoint(tmp_path)
-    with pytest.raises(ExportError, match="is the checkpoint itself"):
+    with pytest.raises(ExportError, match="is the source itself"):
         export_checkpoint(checkpoint, "torchscript", checkpoint)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,9 @@ from _checkpoints import synthetic_checkpoint, synthetic_digits
 
 import nin
 import nin.inference.weights
-from nin.cli import main
+from nin.inference.pretrained import get_pretrained
 from nin.inference.trained import load_trained
-from nin.inference.weights import WeightsError, get_weights, load_weights, read_weights, weights_from_checkpoint
+from nin.inference.weights import WeightsError, load_weights, read_weights, weights_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +22,9 @@ def test_hubconf_has_an_entry_point_for_every_registered_model() -> None:
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
     public = {name for name in dir(hubconf) if not name.startswith("_") and callable(getattr(hubconf, name))}
-    assert public == set(nin.list_models())
+    weights = {name.replace(".", "_") for name in nin.list_pretrained()}
+    assert not weights & set(nin.list_models())  # a weights entry never hides a model's
+    assert public == set(nin.list_models()) | weights
     assert all(getattr(hubconf, name).__doc__ for name in public)
 
 
@@ -34,10 +35,9 @@ def test_hub_load_local_builds_the_network(name: str) -> None:
     assert model(torch.zeros(1, *info.input_size)).shape == (1, info.num_classes)
 
 
-def test_hub_pretrained_without_shipped_weights_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(nin.inference.weights, "SHIPPED_DIR", tmp_path)
-    with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10'"):
-        torch.hub.load(str(REPO), "nin_cifar10", source="local", pretrained=True)
+def test_hub_pretrained_without_shipped_weights_is_a_clear_error() -> None:
+    with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10_fc'"):
+        torch.hub.load(str(REPO), "nin_cifar10_fc", source="local", pretrained=True)
 
 
 def test_safetensors_round_trip_gives_identical_logits(tmp_path) -> None:
@@ -51,22 +51,22 @@ def test_safetensors_round_trip_gives_identical_logits(tmp_path) -> None:
     assert torch.equal(load_weights(tmp_path / "nin_mnist.safetensors").logits(images), expected)
 
 
-def test_shipped_weights_load_through_the_hub(monkeypatch, tmp_path) -> None:
-    checkpoint = synthetic_checkpoint(tmp_path)
-    summary = {"tests": {"test": {"error": 1.25, "description": "mnist test"}}}  # as `nin train` writes it
-    (tmp_path / "summary.json").write_text(json.dumps(summary))
-    shipped = tmp_path / "weights"
-    out = shipped / "nin_mnist.safetensors"
-    assert main(["export", str(checkpoint), "--format", "safetensors", "--out", str(out)]) == 0
-    monkeypatch.setattr(nin.inference.weights, "SHIPPED_DIR", shipped)
-    record = get_weights("nin_mnist")
-    assert (record.accuracy, record.accuracy_split) == (98.75, "mnist test")
-    images = synthetic_digits(4, seed=4)[0]
-    trained = load_trained(checkpoint)
-    model = torch.hub.load(str(REPO), "nin_mnist", source="local", pretrained=True)
-    assert torch.equal(model(trained.preprocess(images)), trained.logits(images))
-    whole = torch.hub.load(str(REPO), "nin_mnist", source="local", pretrained=True, preprocess=True)
-    torch.testing.assert_close(whole(images.float()), trained.logits(images), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("name", nin.list_pretrained())
+def test_shipped_weights_load_through_the_hub(name: str) -> None:
+    """Each weights entry gives the card's network: raw pixels through its preprocessing by default, the bare
+    network with preprocess=False, and the model's own entry with pretrained=True gives the default card."""
+    trained = get_pretrained(name).load()
+    images = torch.randint(0, 256, (4, *trained.input_size), dtype=torch.uint8)
+    whole = torch.hub.load(str(REPO), name.replace(".", "_"), source="local")
+    with torch.no_grad():
+        torch.testing.assert_close(whole(images.float()), trained.logits(images), rtol=1e-5, atol=1e-6)
+        bare = torch.hub.load(str(REPO), name.replace(".", "_"), source="local", preprocess=False)
+        assert torch.equal(bare(trained.preprocess(images)), trained.model(trained.preprocess(images)))
+    model = name.split(".")[0]
+    if get_pretrained(model).name == name:
+        default = torch.hub.load(str(REPO), model, source="local", pretrained=True)
+        with torch.no_grad():
+            torch.testing.assert_close(default(images.float()), trained.logits(images), rtol=1e-5, atol=1e-6)
 
 
 def test_a_sidecar_without_format_is_refused(tmp_path) -> None:

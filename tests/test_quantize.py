@@ -9,8 +9,8 @@ import torch
 
 from nin.cli import main
 from nin.data import load_dataset
+from nin.inference.pretrained import open_trained
 from nin.inference.quantize import QuantizationError, quantize_int8
-from nin.inference.weights import open_trained
 
 
 def test_int8_copy_agrees_with_the_float_model_and_leaves_it_untouched(shared_data: Path) -> None:

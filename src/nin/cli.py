@@ -92,7 +92,7 @@ def _print_final(summary: dict) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from nin.data import load_dataset
     from nin.inference.evaluate import evaluate
-    from nin.inference.weights import open_trained
+    from nin.inference.pretrained import open_trained
 
     trained = open_trained(args.checkpoint)
     data = load_dataset(trained.dataset, args.split, root=args.data_dir)
@@ -127,7 +127,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from nin.inference.predict import predict_files
-    from nin.inference.weights import open_trained
+    from nin.inference.pretrained import open_trained
 
     predictions, errors = predict_files(open_trained(args.checkpoint), args.images, args.top_k)
     for message in errors:
@@ -180,11 +180,14 @@ def _positive(text: str) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     import nin
+    from nin.inference.pretrained import pretrained_for
 
     for name in nin.list_models(args.pattern):
         info = nin.model_info(name)
-        prof = nin.profile_model(nin.create_model(name), info.input_size)
-        print(f"{name:24s} {prof.parameters:>10,d} params {prof.multiply_adds / 1e6:9.2f} M MACs  {info.paper}")
+        prof = nin.profile_model(nin.models.create_model(name), info.input_size)
+        weights = ",".join(p.tag for p in pretrained_for(name)) or "-"
+        print(f"{name:24s} {prof.parameters:>10,d} params {prof.multiply_adds / 1e6:9.2f} M MACs  weights {weights:10s} "
+              f"{info.paper}")
     return 0
 
 

@@ -175,9 +175,11 @@ def run(train_digits: torch.Tensor, train_labels: torch.Tensor, test_digits: tor
     test_set = place_digits(test_digits[:config.test_images], test_labels[:config.test_images],
                             config.canvas, seed=config.seed + 1)
     pipeline = build_pipeline(["unit"]).fit(train_set.images)
-    model, seconds = train(pipeline.transform(train_set.images), train_set.labels, config, len(classes), progress=progress)
+    model, seconds = train(pipeline.transform(train_set.images), train_set.labels, config, len(classes),
+                           progress=progress)
     model = model.to(memory_format=torch.contiguous_format)
-    trained = TrainedModel(model, pipeline, list(classes), "mnist-on-canvas",
+    trained = TrainedModel(model, "nin_mnist", {"dropout": config.dropout}, pipeline, list(classes),
+                           "mnist-on-canvas",
                            (1, config.canvas, config.canvas), {}, [])
     results = measure(trained, test_set)
     results["train_images"] = len(train_set.labels)

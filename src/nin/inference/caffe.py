@@ -637,9 +637,10 @@ def _save_with_preprocessing(conversion: CaffeConversion, out: Path, data_dir: s
         pipeline.fit(data.images)
         classes = classes or list(data.classes)
     classes = classes or [f"class_{i:04d}" for i in range(conversion.num_classes)]
-    trained = TrainedModel(conversion.model, pipeline, classes, conversion.dataset, conversion.input_size,
+    trained = TrainedModel(conversion.model, conversion.model_name, conversion.model_args, pipeline, classes,
+                           conversion.dataset, conversion.input_size,
                            {"name": f"caffe:{conversion.source.name}"}, [])
-    record = save_weights(trained, out, conversion.model_name, conversion.model_args)
+    record = save_weights(trained, out)
     assert record.sidecar is not None
     return [out, record.sidecar]
 

@@ -29,8 +29,9 @@ class MissingProtobufError(NinError, ImportError):
 try:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 except ImportError as err:  # pragma: no cover - depends on the environment
-    raise MissingProtobufError("reading Caffe files needs the protobuf package: pip install 'network-in-network[caffe]' "
-                      "(or pip install protobuf)") from err
+    raise MissingProtobufError("reading Caffe files needs the protobuf package: "
+                               "pip install 'network-in-network[caffe]' "
+                               "(or pip install protobuf)") from err
 
 CAFFE_PROTO_COMMIT = "9b891540183ddc834a02b2bd81b31afae71b2153"
 CAFFE_PROTO_URL = f"https://github.com/BVLC/caffe/blob/{CAFFE_PROTO_COMMIT}/src/caffe/proto/caffe.proto"

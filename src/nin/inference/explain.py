@@ -20,8 +20,8 @@ from matplotlib.patches import Rectangle
 
 from nin.data import SPLITS, DatasetError, load_dataset
 from nin.inference.predict import read_image
+from nin.inference.pretrained import open_trained
 from nin.inference.trained import TrainedModel
-from nin.inference.weights import open_trained
 from nin.utils.atomic import atomic_write
 
 MAX_MAPS = 12  # more classes than this (CIFAR-100): a row shows only the highest-scoring maps

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from nin.errors import NinError
-from nin.inference.trained import Preprocessed, TrainedModel, load_trained
-from nin.inference.weights import weights_from_checkpoint
+from nin.inference.pretrained import open_trained
+from nin.inference.trained import Preprocessed, TrainedModel
+from nin.inference.weights import save_weights, weights_from_checkpoint
 from nin.utils.atomic import atomic_write
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -55,24 +56,29 @@ def export_torchscript(trained: TrainedModel, path: str | os.PathLike) -> None:
         atomic_write(path, lambda f: torch.jit.save(traced, f))
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> list[Path]:
-    """Export ``checkpoint`` in ``fmt`` (onnx, torchscript, safetensors) to ``out``.
+def export_checkpoint(source: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> list[Path]:
+    """Export a checkpoint, a weights file or shipped weights (``nin_mnist``) in ``fmt`` to ``out``.
 
-    The default ``out`` is the checkpoint's path with ``.onnx``, ``.torchscript.pt`` or ``.safetensors``.
-
-    Returns the files written (safetensors: the weights and their JSON sidecar).
+    The default ``out`` is the source's path (or, for shipped weights, its name in the current folder) with
+    ``.onnx``, ``.torchscript.pt`` or ``.safetensors``. Returns the files written (safetensors: the weights and
+    their JSON sidecar).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    path = Path(out) if out is not None else Path(checkpoint).with_suffix(SUFFIXES[fmt])
-    if path.resolve() == Path(checkpoint).resolve():
-        raise ExportError(f"--out {path} is the checkpoint itself; choose another file name")
-    if fmt == "safetensors":
-        weights = weights_from_checkpoint(checkpoint, path)
+    is_file = Path(source).suffix in (".pt", ".json", ".safetensors") or Path(source).exists()
+    base = Path(source) if is_file else Path(f"{source}.exported")  # .exported: room for the dots of MODEL.TAG
+    path = Path(out) if out is not None else base.with_suffix(SUFFIXES[fmt])
+    if is_file and path.resolve() == Path(source).resolve():
+        raise ExportError(f"--out {path} is the source itself; choose another file name")
+    if fmt == "safetensors" and Path(source).suffix == ".pt":
+        weights = weights_from_checkpoint(source, path)
         return [path, weights.sidecar]
-    trained = load_trained(checkpoint)
+    trained = open_trained(source)
     if fmt == "onnx":
         export_onnx(trained, path)
-    else:
+    elif fmt == "torchscript":
         export_torchscript(trained, path)
+    else:
+        weights = save_weights(trained, path)
+        return [path, weights.sidecar]
     return [path]

@@ -21,11 +21,13 @@ class Preprocessed(nn.Module):
     maps of networks that have them.
     """
 
-    def __init__(self, preprocess: Pipeline, network: nn.Module, input_size: tuple[int, int, int]) -> None:
+    def __init__(self, preprocess: Pipeline, network: nn.Module, input_size: tuple[int, int, int],
+                 classes: list[str] | None = None) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.network = network
         self.input_size = tuple(input_size)
+        self.classes = list(classes) if classes is not None else None  # the names of the outputs, in order
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(self.preprocess(images))
@@ -36,7 +38,12 @@ class Preprocessed(nn.Module):
 
 @dataclass
 class TrainedModel:
+    """A trained network as a card: the module, the registered name and arguments that rebuild it, its fitted
+    preprocessing, its classes, and the recipe and history that produced it."""
+
     model: nn.Module
+    model_name: str
+    model_args: dict[str, Any]
     preprocess: Pipeline
     classes: list[str]
     dataset: str
@@ -54,7 +61,7 @@ class TrainedModel:
 
     def preprocessed(self) -> Preprocessed:
         """The network with its preprocessing in front (raw 0..255 pixels in), in eval mode."""
-        return Preprocessed(self.preprocess, self.model, self.input_size).eval()
+        return Preprocessed(self.preprocess, self.model, self.input_size, self.classes).eval()
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -78,6 +85,7 @@ def trained_from_state(state: dict[str, Any], path: str | os.PathLike,
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit its model {state.get('model_name')!r}: {err}") from None
-    return TrainedModel(model.to(device).eval(), Pipeline.from_spec(state["preprocess"]).to(device),
+    return TrainedModel(model.to(device).eval(), state["model_name"], dict(state["model_args"]),
+                        Pipeline.from_spec(state["preprocess"]).to(device),
                         list(state["classes"]), state["dataset"], tuple(state["input_size"]), state["recipe"],
                         list(state["history"]))

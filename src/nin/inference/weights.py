@@ -6,10 +6,8 @@ measured and on which split, the class names and the fitted preprocessing. The p
 tensors (a ZCA matrix, say) live in the safetensors file under ``preprocess/…`` keys and the JSON
 holds its structure, so loading never unpickles anything.
 
-The registry of shipped weights is the folder ``nin/pretrained/`` inside the package: every
-``MODEL.json`` sidecar there (with its ``MODEL.safetensors``) ships weights for ``MODEL``;
-``nin export CHECKPOINT --format safetensors --out src/nin/pretrained/MODEL.safetensors`` makes them from
-a checkpoint. ``nin_mnist`` ships the ``mnist-fast`` run recorded in ``results/mnist-fast``.
+``nin export CHECKPOINT --format safetensors`` writes them from a checkpoint; the weights shipped with
+the package are such files, listed with their measured errors in ``nin.inference.pretrained``.
 """
 from __future__ import annotations
 
@@ -27,12 +25,11 @@ from safetensors.torch import save as save_safetensors
 from nin.checkpoint import load_checkpoint
 from nin.data import Pipeline
 from nin.errors import NinError
-from nin.inference.trained import TrainedModel, load_trained, trained_from_state
+from nin.inference.trained import TrainedModel, trained_from_state
 from nin.models import create_model
 from nin.utils.atomic import atomic_write, atomic_write_text
 
 FORMAT = "nin-weights-v1"
-SHIPPED_DIR = Path(__file__).parent.parent / "pretrained"
 _TENSOR = "__tensor__"  # a JSON placeholder {"__tensor__": key} for a tensor stored in the safetensors file
 
 
@@ -75,7 +72,8 @@ class Weights:
         except (KeyError, RuntimeError, ValueError) as err:
             raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
         recipe = {"name": self.recipe}
-        return TrainedModel(model.to(device).eval(), preprocess, list(self.classes), self.dataset,
+        return TrainedModel(model.to(device).eval(), self.model_name, dict(self.model_args), preprocess,
+                            list(self.classes), self.dataset,
                             tuple(self.input_size), recipe, [])
 
 
@@ -101,15 +99,16 @@ def _restore(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
-def save_weights(trained: TrainedModel, path: str | os.PathLike, model_name: str, model_args: dict[str, Any],
-                 accuracy: float | None = None, accuracy_split: str | None = None) -> Weights:
+def save_weights(trained: TrainedModel, path: str | os.PathLike, accuracy: float | None = None,
+                 accuracy_split: str | None = None) -> Weights:
     """Write ``path`` (.safetensors) and its sidecar ``path`` with suffix .json; returns the record."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path}: weights files end in .safetensors")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
     preprocess = _strip(trained.preprocess.to_spec(), "preprocess", tensors)
-    record = Weights(model_name, dict(model_args), path.name, str(trained.recipe.get("name", "unknown")),
+    model_name = trained.model_name
+    record = Weights(model_name, dict(trained.model_args), path.name, str(trained.recipe.get("name", "unknown")),
                      trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
                      preprocess)
     sidecar = path.with_suffix(".json")
@@ -143,40 +142,6 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return read_weights(path).load(device)
 
 
-def shipped_weights() -> dict[str, Weights]:
-    """The weights shipped with the package, by model name (empty until some are added)."""
-    if not SHIPPED_DIR.is_dir():
-        return {}
-    records = (read_weights(p) for p in sorted(SHIPPED_DIR.glob("*.json")))
-    return {w.model_name: w for w in records}
-
-
-def get_weights(model_name: str) -> Weights:
-    """The shipped weights of ``model_name``; a clear error if there are none."""
-    shipped = shipped_weights()
-    if model_name not in shipped:
-        have = ", ".join(sorted(shipped)) or "none yet"
-        raise WeightsError(
-            f"no pretrained weights are shipped for {model_name!r} (shipped: {have}). Train it with "
-            f"`nin train --recipe …` and turn the checkpoint into shipped weights with `nin export runs/…/last.pt "
-            f"--format safetensors --out src/nin/pretrained/{model_name}.safetensors`, or use pretrained=False")
-    return shipped[model_name]
-
-
-def open_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """A trained network from a ``nin train`` checkpoint, a weights file, or a shipped weights name.
-
-    ``nin eval``, ``predict`` and ``explain`` take any of the three, so the shipped weights work out of
-    the box: ``nin predict nin_mnist digit.png``.
-    """
-    path = Path(source)
-    if path.suffix in (".json", ".safetensors"):
-        return load_weights(path, device)
-    if path.exists() or path.suffix == ".pt" or os.sep in str(source):
-        return load_trained(path, device)
-    return get_weights(str(source)).load(device)
-
-
 def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
     """Test accuracy from the run's ``summary.json`` beside the checkpoint, if there is one."""
     summary = checkpoint.parent / "summary.json"
@@ -196,10 +161,4 @@ def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLi
     state = load_checkpoint(checkpoint)
     trained = trained_from_state(state, checkpoint)
     accuracy, split = _measured_accuracy(checkpoint)
-    return save_weights(trained, path, state["model_name"], state["model_args"], accuracy, split)
-
-
-def load_pretrained(model_name: str, with_preprocessing: bool = False) -> torch.nn.Module:
-    """The shipped network of ``model_name``; with ``with_preprocessing`` it takes 0..255 images."""
-    trained = get_weights(model_name).load()
-    return trained.preprocessed() if with_preprocessing else trained.model
+    return save_weights(trained, path, accuracy, split)

@@ -42,8 +42,8 @@ class TrainingData:
 
     def prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
         """A split preprocessed as in training, in the resident dtype, on the device."""
-        return (finite_images(data, self.preprocess, self.recipe).to(self.device, resident_dtype(self.recipe.precision)),
-                data.labels.to(self.device))
+        images = finite_images(data, self.preprocess, self.recipe)
+        return images.to(self.device, resident_dtype(self.recipe.precision)), data.labels.to(self.device)
 
 
 def load_training_data(recipe: Recipe, root: str | Path | None, device: torch.device, world: World,

@@ -1,0 +1,137 @@
+"""The registry of pretrained weights shipped with the package: one card per weights file.
+
+In the style of torchvision's weights enums and timm's pretrained configs, a :class:`Pretrained` card says
+which network the weights fit, which recipe trained them and which record under ``results/`` holds that run,
+the error measured on each split, and the SHA-256 of the files. The files live in ``nin/pretrained/``: the
+tensors in ``NAME.safetensors``, the fitted preprocessing's structure and the class names in its sidecar
+``NAME.json`` (``nin.inference.weights``), so the weights take raw images when asked to.
+
+Names are ``MODEL.TAG`` (``nin_mnist.fast``); a bare model name means the model's first card below, which is
+the paper's procedure where we have one.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nin.inference.trained import TrainedModel, load_trained
+from nin.inference.weights import WeightsError, load_weights, read_weights
+from nin.models import create_model as build_model
+from nin.models import list_models
+
+PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """One shipped weights file and how it was made and measured (errors in %, by split of ``dataset``)."""
+
+    model: str
+    tag: str
+    recipe: str
+    record: str  # the run's record, relative to the repository: results/NAME
+    dataset: str
+    errors: dict[str, float]  # the record's own numbers: test splits from summary.json, valid from its last epoch
+    sha256: str  # of NAME.safetensors
+    sidecar_sha256: str  # of NAME.json
+    description: str
+    paper: str = ""  # the paper's number for the same row, when the recipe follows the paper
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}.{self.tag}"
+
+    @property
+    def file(self) -> Path:
+        return PRETRAINED_DIR / f"{self.name}.safetensors"
+
+    def load(self, device: str | torch.device = "cpu") -> TrainedModel:
+        """The network and its fitted preprocessing, after checking both files against their hashes."""
+        for path, expected in ((self.file, self.sha256), (self.file.with_suffix(".json"), self.sidecar_sha256)):
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as err:
+                raise WeightsError(f"{path}: cannot read the shipped weights of {self.name} ({err.strerror or err}); "
+                                   "reinstall the package") from None
+            if digest != expected:
+                raise WeightsError(f"{path} does not match the SHA-256 its card in nin.inference.pretrained gives for "
+                                   f"{self.name}: the file is damaged or was replaced; reinstall the package")
+        return read_weights(self.file).load(device)
+
+
+PRETRAINED: tuple[Pretrained, ...] = (
+    Pretrained(
+        model="nin_mnist", tag="fast", recipe="mnist-fast", record="results/mnist-fast", dataset="mnist",
+        errors={"test": 0.50, "valid": 0.59},
+        sha256="4d607b78dbaf8f4bf499ef86f82e790803b29a4d57320ee166131a8e2c2b0b3d",
+        sidecar_sha256="00cb284994880b61e582385dd43c170a2caf35b90b10f97179a495933e2b7d36",
+        description="BatchNorm variant (not the paper's network), one-cycle schedule, 8 epochs, bf16 on a 2-core CPU",
+        paper="Table 4: 0.47% test error (the paper's network and procedure)",
+    ),
+)
+
+
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Names of the shipped weights (``MODEL.TAG``), optionally filtered by a glob pattern."""
+    names = [p.name for p in PRETRAINED]
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def pretrained_for(model: str) -> list[Pretrained]:
+    """The cards of one model, its default first."""
+    return [p for p in PRETRAINED if p.model == model]
+
+
+def get_pretrained(name: str) -> Pretrained:
+    """The card of ``MODEL.TAG``, or of a model's default weights for a bare ``MODEL``; a clear error otherwise."""
+    for p in PRETRAINED:
+        if name == p.name:
+            return p
+    if name in list_models() and pretrained_for(name):
+        return pretrained_for(name)[0]
+    have = ", ".join(list_pretrained()) or "none yet"
+    if name in list_models():
+        raise WeightsError(f"no pretrained weights are shipped for {name!r} (shipped: {have}); train it with "
+                           "`nin train --recipe ...`, or use pretrained=False")
+    raise WeightsError(f"unknown pretrained weights {name!r}; shipped: {have}")
+
+
+def open_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """A trained network from a ``nin train`` checkpoint, a weights file, or a shipped weights name.
+
+    ``nin eval``, ``predict``, ``explain`` and ``export`` take any of the three, so the shipped weights work out
+    of the box: ``nin predict nin_mnist digit.png``.
+    """
+    path = Path(source)
+    if path.suffix in (".json", ".safetensors"):
+        return load_weights(path, device)
+    if path.exists() or path.suffix == ".pt" or os.sep in str(source):
+        return load_trained(path, device)
+    return get_pretrained(str(source)).load(device)
+
+
+def create_model(name: str, pretrained: bool = False, preprocess: bool = True, **kwargs) -> nn.Module:
+    """A registered network by name (``nin_cifar10``) or by weights name (``nin_mnist.fast``).
+
+    ``pretrained=True`` loads the shipped weights (a bare model name: its default weights). The network then
+    takes raw images, float pixel values 0..255 of shape (N, C, H, W), through the weights' own fitted
+    preprocessing, as ``nin predict`` does; ``preprocess=False`` returns the bare network, which expects
+    preprocessed input. Without ``pretrained``, ``kwargs`` go to the model's builder (``num_classes``,
+    ``batch_norm``, ...); a weights name builds that weights' architecture, untrained.
+    """
+    card = None if name in list_models() and not pretrained else get_pretrained(name)
+    if not pretrained:
+        return build_model(name, **kwargs) if card is None else build_model(card.model, **{
+            **read_weights(card.file).model_args, **kwargs})
+    if kwargs:
+        raise WeightsError(f"{name}: pretrained=True builds the network the weights were trained as; remove "
+                           f"{', '.join(sorted(kwargs))}")
+    trained = card.load()
+    return trained.preprocessed() if preprocess else trained.model
