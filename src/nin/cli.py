@@ -164,7 +164,7 @@ def _bench(args: argparse.Namespace) -> int:
     config = BenchConfig(steps=args.steps, repeats=args.repeats, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
                          data_dir=args.data_dir, compile=args.compile, threads=args.threads, memory=args.memory,
-                         matmul_size=args.matmul_size, seed=args.seed,
+                         matmul_size=args.matmul_size, layers=args.layers, seed=args.seed,
                          inference_precision=args.inference_precision)
     command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(bench_command(config, command, args.json))
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="peak memory of each side and phase in a fresh process (default: on)")
     p.add_argument("--matmul-size", type=_positive, help="n of the n×n peak products (default 3072 CPU, 8192 GPU)")
+    p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=True,
+                   help="time each convolution alone (the convolution peak) and profile one step (default: on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     p.set_defaults(handler=_bench)

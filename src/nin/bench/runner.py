@@ -19,8 +19,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -29,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nin.bench.layers import conv_bound, conv_layers, profile_step
 from nin.bench.reference import PAD, ReferenceTrainer, reference_loader
+from nin.bench.timing import timed
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
 from nin.inference.evaluate import autocast, resident_dtype
 from nin.inference.quantize import QuantizationError, quantize_int8
@@ -64,6 +65,7 @@ class BenchConfig:
     threads: int | None = None
     memory: bool = True
     matmul_size: int | None = None  # None: 3072 on a CPU, 8192 on a GPU
+    layers: bool = True  # time each convolution alone and profile one step (nin.bench.layers)
     seed: int = 0
 
     def to_args(self) -> list[str]:
@@ -81,6 +83,8 @@ class BenchConfig:
             args.append("--compile")
         if not self.memory:
             args.append("--no-memory")
+        if not self.layers:
+            args.append("--no-layers")
         return args
 
 
@@ -179,21 +183,6 @@ def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, preproce
     test = reference_loader(images[:eval_images], labels[:eval_images], config.batch_size, standardize.mean,
                             standardize.std, train=False)
     return ReferenceTrainer(model, train, test, device, LR, MOMENTUM, WEIGHT_DECAY)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds ``fn`` takes: wall clock on a CPU, CUDA events (all queued work included) on a GPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000
-    tic = time.perf_counter()
-    fn()
-    return time.perf_counter() - tic
 
 
 class PeakMeter:
@@ -344,6 +333,18 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
         sides = {side: _summary(runs[phase][side], flop[phase], peaks) for side in SIDES}
         ratio = sides["ours"]["median_images_per_s"] / sides["reference"]["median_images_per_s"]
         report[phase] = {**sides, "ratio": ratio, "target": TARGETS[phase], "met": ratio >= TARGETS[phase]}
+    if config.layers:
+        ours = runners["ours"]
+        bound = conv_bound(create_model(MODEL).to(device), config.batch_size, INPUT_SIZE, ours.precision,
+                           channels_last=True, device=device, repeats=config.repeats)
+        trained = report["train"]["ours"]
+        trained["fraction_of_conv_peak"] = trained["gflops"] / bound["peak_gflops"]
+        trained["fraction_of_conv_bound"] = trained["median_images_per_s"] / bound["convolutions_only_images_per_s"]
+        report["convolutions"] = bound
+        if device.type == "cpu":
+            layers = conv_layers(ours.model, (config.batch_size, *INPUT_SIZE))
+            ours.model.train()
+            report["profile"] = profile_step(lambda: ours.train(1), ours.model, layers)
     if config.memory:
         report["memory"] = _memory(config, images, labels, preprocess)
     return report
@@ -371,6 +372,23 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{phase + ' GFLOP/s':22s} {r['gflops']:10.1f} {o['gflops']:10.1f}   "
                      f"(reference {100 * r['fraction_of_fp32_peak']:.0f}% of the fp32 peak, ours "
                      f"{100 * o['fraction_of_bf16_peak']:.0f}% of the bf16 peak)")
+    if "convolutions" in report:
+        bound, ours = report["convolutions"], report["train"]["ours"]
+        lines.append(f"convolutions alone ({bound['precision']}, batch {bound['batch']}, forward + backward, each "
+                     f"layer's fastest of {config['repeats']}):")
+        for r in bound["layers"]:
+            lines.append(f"  {r['shape']:24s} forward {r['forward_gflops']:6.0f} GFLOP/s, backward "
+                         f"{r['backward_gflops']:6.0f} GFLOP/s, {1e3 * (r['forward_s'] + r['backward_s']):7.1f} ms")
+        lines.append(f"convolution peak {bound['peak_gflops']:.0f} GFLOP/s ({bound['peak_layer']}, forward): ours "
+                     f"trains at {100 * ours['fraction_of_conv_peak']:.0f}% of it; a step of convolutions alone would "
+                     f"do {bound['convolutions_only_images_per_s']:.0f} images/s, ours does "
+                     f"{100 * ours['fraction_of_conv_bound']:.0f}% of that")
+    if "profile" in report:
+        profile = report["profile"]
+        lines.append(f"one training step of ours, {1e3 * profile['wall_s_per_step']:.1f} ms (torch.profiler, self "
+                     "CPU time by layer and job):")
+        for name, seconds in profile["seconds_per_step"].items():
+            lines.append(f"  {name:40s} {1e3 * seconds:7.1f} ms")
     for phase, m in report.get("memory", {}).items():
         unit = "GPU MiB" if m["measure"] == "peak_device_mib" else "RSS MiB"
         lines.append(f"{phase + ' peak ' + unit:22s} {m['reference'][m['measure']]:10.0f} "
