@@ -19,7 +19,7 @@ def test_conv_layers_are_the_networks_own_with_their_flops() -> None:
     assert got == NIN_CIFAR10
     for layer, (k, c, o, side) in zip(layers, NIN_CIFAR10):  # padding keeps the side: "same" convolutions
         assert layer.forward_flop == 2 * 2 * o * side * side * c * k * k
-    assert sum(l.forward_flop for l in layers) / 2 / 2 == 222_486_528  # the convolutions' multiply-adds (docs/models.md)
+    assert sum(l.forward_flop for l in layers) / 2 / 2 == 222_486_528  # all multiply-adds (docs/models.md)
 
 
 def test_conv_bound_counts_one_backward_product_for_the_first_layer_and_two_for_the_others() -> None:
