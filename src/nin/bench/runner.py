@@ -105,7 +105,8 @@ class OursTrainer:
                  eval_images: int, config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
         self.preprocess = preprocess
         resident = self.preprocess.transform(images).to(resident_dtype(precision))
-        self.loader = DeviceLoader(resident, labels, config.batch_size, seed=config.seed, augment=Augment(PAD, flip=True), device=device, channels_last=True)
+        self.loader = DeviceLoader(resident, labels, config.batch_size, seed=config.seed,
+                                   augment=Augment(PAD, flip=True), device=device, channels_last=True)
         self.model = model.to(device).to(memory_format=torch.channels_last)
         self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model
         self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)
