@@ -12,6 +12,19 @@ from collections.abc import Callable, Sequence
 Handler = Callable[[argparse.Namespace], int]
 
 
+# where a command writes, for the remedy of a filesystem fault ("write elsewhere (--out)")
+_OUTPUT_OPTIONS = {"train": "--out", "reproduce": "--runs-dir, --results-dir", "check": "--out, --json",
+                   "report": "--out", "explain": "--out", "export": "--out", "convert": "--out", "bench": "--json"}
+_FILESYSTEM_FAULTS = {  # errno: what it means, and whether more space is the cure
+    errno.ENOSPC: ("no space left on the device", True),
+    errno.EDQUOT: ("the disk quota is exceeded", True),
+    errno.EFBIG: ("the file is larger than this file system allows", True),
+    errno.EROFS: ("the file system is read-only", False),
+    errno.EACCES: ("permission denied", False),
+    errno.EPERM: ("operation not permitted", False),
+}
+
+
 def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     """The --set items plus the shortcut options, as recipe overrides."""
     overrides = list(args.set)
@@ -33,7 +46,8 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = apply_overrides(load_recipe(args.recipe), _recipe_overrides(args))
     out = args.out or f"runs/{recipe.name}"
-    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, command=_command_line()).fit()
+    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, overwrite=args.overwrite,
+                      command=_command_line()).fit()
     if summary is not None:
         _print_final(summary)
     return 0
@@ -231,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for checkpoints and records (default: runs/RECIPE)")
     _add_recipe_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that OUT holds (without it, a folder "
+                   "that holds a run needs --resume)")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("reproduce", help="run the recipes of a paper table or figure, records into results/")
@@ -336,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _filesystem_fault(err: OSError, command: str) -> str:
+    """One line for a full disk, a read-only file system or a denied permission: which file, why, what to do."""
+    from nin.utils.atomic import WriteError
+
+    meaning, space = _FILESYSTEM_FAULTS[err.errno]
+    writing = isinstance(err, WriteError)
+    what = f"cannot write {err.filename}" if writing else str(err.filename or "a file")
+    intact = " Nothing was half-written: every file has its last complete version." if writing else ""
+    option = f" ({_OUTPUT_OPTIONS[command]})" if command in _OUTPUT_OPTIONS else ""
+    if space:
+        remedy = f"free some space or write elsewhere{option}"
+    elif writing or command in _OUTPUT_OPTIONS:
+        remedy = f"write elsewhere{option} or fix the permissions"
+    else:
+        remedy = "fix the permissions of the file and of its folders"
+    resume = " with --resume, to continue from the last checkpoint" if command == "train" and writing else ""
+    return f"{what}: {meaning}.{intact} To go on, {remedy}, then run the command again{resume}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
@@ -350,12 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nin {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.ENOSPC:
+        if err.errno not in _FILESYSTEM_FAULTS:
             raise
-        where = f" while writing {err.filename}" if err.filename else ""
-        resume = " (with --resume, to continue from the last checkpoint)" if args.command == "train" else ""
-        print(f"nin {args.command}: error: no space left on the device{where}. The files written before are "
-              f"intact; free some space or write elsewhere, then run the command again{resume}.", file=sys.stderr)
+        print(f"nin {args.command}: error: {_filesystem_fault(err, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
