@@ -37,6 +37,11 @@ def _recipe_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def _print_json(value: object) -> None:
+    """JSON on stdout; a NaN or Inf that got this far is a bug, never the bare ``NaN`` that JSON parsers reject."""
+    print(json.dumps(value, indent=2, allow_nan=False))
+
+
 def _command_line() -> str:
     return "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -72,7 +77,8 @@ def _check(args: argparse.Namespace) -> int:
     result = check_record(args.record, epochs=args.epochs, tolerance=args.tolerance, data_root=args.data_dir,
                           device=args.device, out_dir=args.out)
     if args.json:
-        atomic_write_text(args.json, json.dumps({**result.to_dict(), "command": _command_line()}, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps({**result.to_dict(), "command": _command_line()}, indent=2,
+                                                allow_nan=False) + "\n")
     print(format_result(result))
     return 1 if result.verdict == "differs" else 0
 
@@ -104,26 +110,25 @@ def _print_final(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from nin.data import load_dataset
     from nin.inference.evaluate import evaluate
     from nin.inference.weights import open_trained
 
     trained = open_trained(args.checkpoint)
-    data = load_dataset(trained.dataset, args.split, root=args.data_dir)
+    data = trained.load_split(args.split, root=args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":
         from nin.inference.quantize import quantize_int8
 
-        calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
+        calibration = trained.load_split("train", root=args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
     result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
                       precision=precision, channels_last=precision == "bf16")
     per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:
-        print(json.dumps({"split": args.split, "description": data.description, "lossy": data.lossy,
-                          "precision": args.precision, "images": result.count, "error": result.error,
-                          "per_class_accuracy": per_class}, indent=2))
+        _print_json({"split": args.split, "description": data.description, "lossy": data.lossy,
+                     "precision": args.precision, "images": result.count, "error": result.error,
+                     "per_class_accuracy": per_class})
         return 0
     print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images, {args.precision})")
     for name, acc in per_class.items():
@@ -147,12 +152,12 @@ def _predict(args: argparse.Namespace) -> int:
     for message in errors:
         print(f"nin predict: error: {message}", file=sys.stderr)
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        _print_json([p.to_dict() for p in predictions])
     for p in [] if args.json else predictions:
         print(p.source)
         for name, prob in zip(p.classes, p.probabilities):
             print(f"  {100 * prob:6.2f}%  {name}")
-    return 1 if errors else 0
+    return 2 if errors else 0
 
 
 def _export(args: argparse.Namespace) -> int:

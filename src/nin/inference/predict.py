@@ -11,6 +11,7 @@ The rule that turns a file into the network's input (documented in ``docs/explai
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,11 @@ def predict_files(trained: TrainedModel, paths: list[str], k: int = 5) -> tuple[
         except ImageFileError as err:
             errors.append(str(err))
     predictions = top_k(trained, torch.stack(images), sources, k) if images else []
-    return predictions, errors
+    # finite weights can still overflow to an infinite logit, whose softmax is NaN (and NaN sorts first in topk)
+    finite = [all(math.isfinite(v) for v in p.probabilities) for p in predictions]
+    errors += [f"{p.source}: the network's output for this image is not a number (its logits overflow)"
+               for p, ok in zip(predictions, finite) if not ok]
+    return [p for p, ok in zip(predictions, finite) if ok], errors
 
 
 def top_k(trained: TrainedModel, images: torch.Tensor, sources: list[str], k: int = 5) -> list[Prediction]:

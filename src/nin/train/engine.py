@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nin.checkpoint import load_checkpoint, save_checkpoint
+from nin.checkpoint import load_checkpoint, require_finite, save_checkpoint
 from nin.data import DatasetError
 from nin.errors import NinError
 from nin.inference.evaluate import EvalResult, autocast, evaluate
@@ -169,6 +169,7 @@ class Trainer:
                 print(f"no checkpoint in {self.out_dir}; starting from scratch", file=sys.stderr)
             return None
         state = load_checkpoint(self.checkpoint_path)
+        require_finite(state, self.checkpoint_path, ("model", "optimizer", "preprocess"))
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
         # extended, moved, re-timed, saved more or less often, re-cited
