@@ -25,13 +25,14 @@ _FILESYSTEM_FAULTS = {  # errno: what it means, and whether more space is the cu
 }
 
 
-def _recipe_overrides(args: argparse.Namespace) -> list[str]:
-    """The --set items plus the shortcut options, as recipe overrides."""
-    overrides = list(args.set)
+def _recipe_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
+    """The --set items plus the shortcut options, as recipe overrides (a shortcut with its option, for errors)."""
+    overrides: list[str | tuple[str, str]] = list(args.set)
     for key in ("epochs", "seed", "device", "precision", "subset", "max_minutes", "save_every"):
         value = getattr(args, key)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
+        if value is not None:  # repr keeps nan and inf as TOML reads them, so the recipe can name them
+            literal = json.dumps(value) if isinstance(value, str) else repr(value)
+            overrides.append((f"--{key.replace('_', '-')} {value}", f"{key}={literal}"))
     if args.channels_last:
         overrides.append("channels_last=true")
     return overrides
