@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _checkpoints import checkpoint_state, synthetic_checkpoint, synthetic_digits
+from _cli import TINY, fails, files
 from _idx import idx_bytes
 from PIL import Image
 
@@ -33,23 +34,6 @@ from nin.cli import main
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
 from nin.utils.atomic import atomic_write
-
-TINY = ["--epochs", "1", "--subset", "16", "--set", "batch_size=16", "--set", "eval_split=none",
-        "--set", "test_splits=[]", "--device", "cpu"]
-
-
-def fails(capsys: pytest.CaptureFixture, argv: list[str], *fragments: str) -> str:
-    """Run the CLI; it must exit with 2 and print an error containing ``fragments``, without a traceback."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert f"nin {argv[0]}: error:" in err and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return err
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def mnist_root(folder: Path, test_images: np.ndarray) -> Path:
@@ -155,7 +139,7 @@ def test_predict_fits_an_image_of_any_size_and_channel_count(shared_path, checkp
     with np.load(shared_path("cifar-10-lossless-subset", "test_1000.npz")) as z:
         Image.fromarray(z["x"][0]).save(tmp_path / "cifar.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "cifar.png").read_bytes()[:100])
-    assert main(["predict", str(checkpoint), str(tmp_path / "cifar.png"), str(tmp_path / "cut.png")]) == 1
+    assert main(["predict", str(checkpoint), str(tmp_path / "cifar.png"), str(tmp_path / "cut.png")]) == 2
     out, err = capsys.readouterr()
     assert out.startswith(str(tmp_path / "cifar.png")) and "Traceback" not in err
     assert err.count("error:") == 1 and str(tmp_path / "cut.png") in err

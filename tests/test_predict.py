@@ -77,7 +77,7 @@ def test_cli_answers_the_good_files_and_fails_on_the_bad(checkpoint, tmp_path, c
     bad = tmp_path / "bad.jpg"
     bad.write_text("hello")
     missing = tmp_path / "missing.png"
-    assert main(["predict", str(checkpoint), str(bad), good, str(missing), "--top-k", "3"]) == 1
+    assert main(["predict", str(checkpoint), str(bad), good, str(missing), "--top-k", "3"]) == 2
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == good and len(out.splitlines()) == 4
     errors = err.strip().splitlines()

@@ -12,6 +12,7 @@ the ones saved. So loading checks every member's CRC-32 and kind first, and a SH
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import struct
@@ -29,6 +30,8 @@ FORMAT = "nin-checkpoint-v1"
 _DIGEST = "sha256"  # the key of the content digest (checkpoints written before it existed have none)
 _MSDOS_DIR = 0x10  # the directory bit of a zip member's external attributes
 _REMEDY = "delete it and train again (or resume from a good copy)"
+OWN_WEIGHTS = ("to use weights of your own, save model.state_dict() and wrap it into a weights file with "
+               "nin.inference.weights.weights_from_state_dict (docs/convert.md)")
 
 
 class CheckpointError(NinError, ValueError):
@@ -44,26 +47,80 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without executing code from it."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file written by `nin train`")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .pt file in it (e.g. {path / 'last.pt'})")
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file written by "
+                              "`nin train`") from None
+    except OSError as err:  # the file may be perfectly good: say what stops us, not that it is damaged
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}; check its permissions and those of "
+                              "its folders") from None
     _check_zip(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} was refused: it holds objects other than tensors and plain data ({err}). "
-            "nin never unpickles arbitrary objects; only load checkpoints written by `nin train`") from None
+            f"nin never unpickles arbitrary objects; only load checkpoints written by `nin train`; "
+            f"{OWN_WEIGHTS}") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
         # what torch's restricted unpickler raises on a pickle it cannot follow
         raise CheckpointError(f"checkpoint {path} is unreadable (truncated or not a checkpoint): {err}; "
                               f"{_REMEDY}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a nin checkpoint (expected format {FORMAT!r})")
+        found = _state_dict_in(state)
+        hint = f": it holds {found}; {OWN_WEIGHTS}" if found else ""
+        raise CheckpointError(f"{path} is not a nin checkpoint (expected format {FORMAT!r}){hint}")
     saved = state.pop(_DIGEST, None)
     if saved is not None and saved != content_digest(state):
         raise CheckpointError(f"checkpoint {path} is damaged: its content does not match the SHA-256 saved with "
                               f"it; {_REMEDY}")
     return state
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _state_dict_in(value: Any) -> str | None:
+    """How a file that ``torch.save`` wrote holds a plain ``state_dict``, if it does (for the hint)."""
+    if _is_state_dict(value):
+        return f"a bare state_dict of {len(value)} tensors"
+    if isinstance(value, dict):
+        key = next((k for k, v in value.items() if _is_state_dict(v)), None)
+        if key is not None:
+            return f"a state_dict under the key {key!r}"
+    return None
+
+
+def nonfinite(value: Any, name: str) -> list[tuple[str, str]]:
+    """(name, "NaN" or "Inf") for each tensor or number in ``value``, nested in dicts and lists (``name.key.0``), that
+    holds NaN or Inf: weights or statistics that would make every output NaN, or a silently wrong number."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            return []
+        return [(name, "NaN" if bool(torch.isnan(value).any()) else "Inf")]
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(name, "NaN" if math.isnan(value) else "Inf")]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    return [bad for key, item in items for bad in nonfinite(item, f"{name}.{key}")]
+
+
+def describe_nonfinite(found: list[tuple[str, str]]) -> str:
+    """``NaN in model.conv.weight, Inf in ...`` for messages (three at most)."""
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return ", ".join(f"{kind} in {name}" for name, kind in found[:3]) + more
+
+
+def require_finite(state: dict[str, Any], path: str | os.PathLike, keys: tuple[str, ...]) -> None:
+    """Refuse a checkpoint whose ``keys`` (weights, preprocessing, optimizer) hold NaN or Inf, naming them."""
+    found = [bad for key in keys for bad in nonfinite(state.get(key), key)]
+    if found:
+        raise CheckpointError(f"checkpoint {path} holds {describe_nonfinite(found)}, so every result would be "
+                              f"meaningless; {_REMEDY}")
 
 
 def _check_zip(path: Path) -> None:

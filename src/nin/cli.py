@@ -12,16 +12,35 @@ from collections.abc import Callable, Sequence
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _recipe_overrides(args: argparse.Namespace) -> list[str]:
-    """The --set items plus the shortcut options, as recipe overrides."""
-    overrides = list(args.set)
+# where a command writes, for the remedy of a filesystem fault ("write elsewhere (--out)")
+_OUTPUT_OPTIONS = {"train": "--out", "reproduce": "--runs-dir, --results-dir", "check": "--out, --json",
+                   "report": "--out", "explain": "--out", "export": "--out", "convert": "--out", "bench": "--json"}
+_FILESYSTEM_FAULTS = {  # errno: what it means, and whether more space is the cure
+    errno.ENOSPC: ("no space left on the device", True),
+    errno.EDQUOT: ("the disk quota is exceeded", True),
+    errno.EFBIG: ("the file is larger than this file system allows", True),
+    errno.EROFS: ("the file system is read-only", False),
+    errno.EACCES: ("permission denied", False),
+    errno.EPERM: ("operation not permitted", False),
+}
+
+
+def _recipe_overrides(args: argparse.Namespace) -> list[str | tuple[str, str]]:
+    """The --set items plus the shortcut options, as recipe overrides (a shortcut with its option, for errors)."""
+    overrides: list[str | tuple[str, str]] = list(args.set)
     for key in ("epochs", "seed", "device", "precision", "subset", "max_minutes", "save_every"):
         value = getattr(args, key)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")
+        if value is not None:  # repr keeps nan and inf as TOML reads them, so the recipe can name them
+            literal = json.dumps(value) if isinstance(value, str) else repr(value)
+            overrides.append((f"--{key.replace('_', '-')} {value}", f"{key}={literal}"))
     if args.channels_last:
         overrides.append("channels_last=true")
     return overrides
+
+
+def _print_json(value: object) -> None:
+    """JSON on stdout; a NaN or Inf that got this far is a bug, never the bare ``NaN`` that JSON parsers reject."""
+    print(json.dumps(value, indent=2, allow_nan=False))
 
 
 def _command_line() -> str:
@@ -33,7 +52,8 @@ def _train(args: argparse.Namespace) -> int:
 
     recipe = apply_overrides(load_recipe(args.recipe), _recipe_overrides(args))
     out = args.out or f"runs/{recipe.name}"
-    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, command=_command_line()).fit()
+    summary = Trainer(recipe, out, data_root=args.data_dir, resume=args.resume, overwrite=args.overwrite,
+                      command=_command_line()).fit()
     if summary is not None:
         _print_final(summary)
     return 0
@@ -58,7 +78,8 @@ def _check(args: argparse.Namespace) -> int:
     result = check_record(args.record, epochs=args.epochs, tolerance=args.tolerance, data_root=args.data_dir,
                           device=args.device, out_dir=args.out)
     if args.json:
-        atomic_write_text(args.json, json.dumps({**result.to_dict(), "command": _command_line()}, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps({**result.to_dict(), "command": _command_line()}, indent=2,
+                                                allow_nan=False) + "\n")
     print(format_result(result))
     return 1 if result.verdict == "differs" else 0
 
@@ -90,26 +111,25 @@ def _print_final(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from nin.data import load_dataset
     from nin.inference.evaluate import evaluate
     from nin.inference.pretrained import open_trained
 
     trained = open_trained(args.checkpoint)
-    data = load_dataset(trained.dataset, args.split, root=args.data_dir)
+    data = trained.load_split(args.split, root=args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":
         from nin.inference.quantize import quantize_int8
 
-        calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
+        calibration = trained.load_split("train", root=args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
     result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
                       precision=precision, channels_last=precision == "bf16")
     per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:
-        print(json.dumps({"split": args.split, "description": data.description, "lossy": data.lossy,
-                          "precision": args.precision, "images": result.count, "error": result.error,
-                          "per_class_accuracy": per_class}, indent=2))
+        _print_json({"split": args.split, "description": data.description, "lossy": data.lossy,
+                     "precision": args.precision, "images": result.count, "error": result.error,
+                     "per_class_accuracy": per_class})
         return 0
     print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images, {args.precision})")
     for name, acc in per_class.items():
@@ -133,12 +153,12 @@ def _predict(args: argparse.Namespace) -> int:
     for message in errors:
         print(f"nin predict: error: {message}", file=sys.stderr)
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        _print_json([p.to_dict() for p in predictions])
     for p in [] if args.json else predictions:
         print(p.source)
         for name, prob in zip(p.classes, p.probabilities):
             print(f"  {100 * prob:6.2f}%  {name}")
-    return 1 if errors else 0
+    return 2 if errors else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -234,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for checkpoints and records (default: runs/RECIPE)")
     _add_recipe_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that OUT holds (without it, a folder "
+                   "that holds a run needs --resume)")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("reproduce", help="run the recipes of a paper table or figure, records into results/")
@@ -341,6 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _filesystem_fault(err: OSError, command: str) -> str:
+    """One line for a full disk, a read-only file system or a denied permission: which file, why, what to do."""
+    from nin.utils.atomic import WriteError
+
+    meaning, space = _FILESYSTEM_FAULTS[err.errno]
+    writing = isinstance(err, WriteError)
+    what = f"cannot write {err.filename}" if writing else str(err.filename or "a file")
+    intact = " Nothing was half-written: every file has its last complete version." if writing else ""
+    option = f" ({_OUTPUT_OPTIONS[command]})" if command in _OUTPUT_OPTIONS else ""
+    if space:
+        remedy = f"free some space or write elsewhere{option}"
+    elif writing or command in _OUTPUT_OPTIONS:
+        remedy = f"write elsewhere{option} or fix the permissions"
+    else:
+        remedy = "fix the permissions of the file and of its folders"
+    resume = " with --resume, to continue from the last checkpoint" if command == "train" and writing else ""
+    return f"{what}: {meaning}.{intact} To go on, {remedy}, then run the command again{resume}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
@@ -355,12 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nin {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno != errno.ENOSPC:
+        if err.errno not in _FILESYSTEM_FAULTS:
             raise
-        where = f" while writing {err.filename}" if err.filename else ""
-        resume = " (with --resume, to continue from the last checkpoint)" if args.command == "train" else ""
-        print(f"nin {args.command}: error: no space left on the device{where}. The files written before are "
-              f"intact; free some space or write elsewhere, then run the command again{resume}.", file=sys.stderr)
+        print(f"nin {args.command}: error: {_filesystem_fault(err, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 from nin.errors import NinError
 from nin.train import Recipe, Trainer, load_recipe
 from nin.train.metrics import read_metrics
+from nin.train.run_folder import recorded_run
 from nin.utils.hardware import describe_hardware
 
 EPOCH_FIELDS = ("lr", "lr_drops", "train_loss", "train_error", "valid_loss", "valid_error")
@@ -106,6 +107,9 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     recipe_path, recorded_rows, summary = _read_record(record)
     if not 1 <= epochs <= len(recorded_rows):
         raise CheckError(f"--epochs {epochs}: {record} records epochs 1 to {len(recorded_rows)}; ask for one of those")
+    if out_dir is not None and recorded_run(out_dir):
+        raise CheckError(f"--out {out_dir} already holds a run ({', '.join(recorded_run(out_dir))}); give a new or "
+                         "empty folder")
     recipe = load_recipe(str(recipe_path))
     whole = epochs == len(recorded_rows)
     overrides: dict[str, Any] = {"max_minutes": None}

@@ -1,13 +1,14 @@
 """`nin reproduce`: run the recipes of one paper experiment and keep their records under results/."""
 from __future__ import annotations
 
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nin.errors import NinError
 from nin.experiments.paper import EXPERIMENTS, Experiment
 from nin.train import Trainer, apply_overrides, load_recipe
+from nin.utils.atomic import atomic_write_bytes
 
 RECORD_FILES = ("summary.json", "metrics.jsonl", "curves.png", "recipe.toml")
 
@@ -28,7 +29,7 @@ def run_name(recipe: str, tag: str | None) -> str:
 
 
 def reproduce(name: str, *, runs_dir: Path, results_dir: Path, data_root: str | None = None,
-              overrides: list[str] | None = None, only: list[str] | None = None, tag: str | None = None,
+              overrides: Sequence[str | tuple[str, str]] = (), only: list[str] | None = None, tag: str | None = None,
               command: str | None = None) -> list[dict[str, Any]]:
     """Train (or resume) each recipe of the experiment, then copy its small records into ``results_dir``.
 
@@ -43,13 +44,12 @@ def reproduce(name: str, *, runs_dir: Path, results_dir: Path, data_root: str | 
         recipes = [r for r in recipes if r in only]
     summaries = []
     for recipe_name in dict.fromkeys(recipes):
-        recipe = apply_overrides(load_recipe(recipe_name), overrides or [])
+        recipe = apply_overrides(load_recipe(recipe_name), overrides)
         run = run_name(recipe_name, tag)
         summary = Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command).fit()
         if summary is not None:
             record = results_dir / run
-            record.mkdir(parents=True, exist_ok=True)
             for file in RECORD_FILES:
-                shutil.copyfile(runs_dir / run / file, record / file)
+                atomic_write_bytes(record / file, (runs_dir / run / file).read_bytes())
             summaries.append(summary)
     return summaries

@@ -18,7 +18,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nin.data import SPLITS, DatasetError, load_dataset
 from nin.inference.predict import read_image
 from nin.inference.pretrained import open_trained
 from nin.inference.trained import TrainedModel
@@ -161,11 +160,7 @@ def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), s
     if images:
         batch = torch.stack([read_image(path, trained.input_size) for path in images])
         return explain_to_files(trained, batch, out, names=[os.path.basename(p) for p in images])
-    if split not in SPLITS.get(trained.dataset, ()):
-        known = ", ".join(SPLITS.get(trained.dataset, ())) or "none: give image files instead"
-        raise DatasetError(f"{checkpoint} was trained on {trained.dataset!r}, which has no split {split!r}; "
-                           f"its splits: {known}")
-    data = load_dataset(trained.dataset, split, root=data_dir)
+    data = trained.load_split(split, root=data_dir)
     return explain_to_files(trained, data.images[:n], out, labels=data.labels[:n].tolist(),
                             names=[f"{split} #{i}" for i in range(min(n, len(data)))])
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nin.checkpoint import CheckpointError, load_checkpoint
-from nin.data import Pipeline
+from nin.checkpoint import CheckpointError, load_checkpoint, require_finite
+from nin.data import SPLITS, DatasetError, LabeledImages, Pipeline, load_dataset
 from nin.models import create_model
 
 
@@ -59,6 +59,17 @@ class TrainedModel:
                 f"this network was trained on {c}×{h}×{w} images ({self.dataset}), but {what} holds "
                 f"{'×'.join(map(str, images.shape[1:]))} images: evaluate it on data like its training data")
 
+    def load_split(self, split: str, root: str | os.PathLike | None = None) -> LabeledImages:
+        """A split of the dataset the network was trained on; a network from elsewhere may name none that nin
+        can load, and is then refused with what to use instead."""
+        if self.dataset not in SPLITS:
+            raise DatasetError(f"this network was trained on {self.dataset!r}, which is not a dataset nin can load "
+                               f"({', '.join(SPLITS)}); give it image files instead (nin predict, nin explain)")
+        if split not in SPLITS[self.dataset]:
+            raise DatasetError(f"this network was trained on {self.dataset!r}, which has no split {split!r}; "
+                               f"its splits: {', '.join(SPLITS[self.dataset])}")
+        return load_dataset(self.dataset, split, root=root)
+
     def preprocessed(self) -> Preprocessed:
         """The network with its preprocessing in front (raw 0..255 pixels in), in eval mode."""
         return Preprocessed(self.preprocess, self.model, self.input_size, self.classes).eval()
@@ -79,13 +90,41 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 def trained_from_state(state: dict[str, Any], path: str | os.PathLike,
                        device: str | torch.device = "cpu") -> TrainedModel:
-    """The model of a loaded checkpoint ``state`` (read from ``path``, named in errors), in eval mode."""
+    """The model of a loaded checkpoint ``state`` (read from ``path``, named in errors), in eval mode.
+
+    Everything is checked before use: the weights and the preprocessing statistics must be finite, and the
+    class names, dataset name and input size must be of their kind and fit the network.
+    """
+    require_finite(state, path, ("model", "preprocess"))
     try:
         model = create_model(state["model_name"], num_classes=len(state["classes"]), **state["model_args"])
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError, TypeError) as err:
+        model.eval()
+        preprocess = Pipeline.from_spec(state["preprocess"])
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit its model {state.get('model_name')!r}: {err}") from None
-    return TrainedModel(model.to(device).eval(), state["model_name"], dict(state["model_args"]),
-                        Pipeline.from_spec(state["preprocess"]).to(device),
-                        list(state["classes"]), state["dataset"], tuple(state["input_size"]), state["recipe"],
-                        list(state["history"]))
+    input_size = check_input_size(model, state.get("input_size"), f"checkpoint {path}")
+    classes, dataset = state.get("classes"), state.get("dataset")
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and isinstance(dataset, str)):
+        raise CheckpointError(f"checkpoint {path} has damaged metadata: classes {classes!r}, dataset {dataset!r}; "
+                              "use the checkpoint as `nin train` wrote it")
+    return TrainedModel(model.to(device), state["model_name"], dict(state["model_args"]), preprocess.to(device),
+                        list(classes), dataset, input_size, state.get("recipe", {}), list(state.get("history", [])))
+
+
+def check_input_size(model: nn.Module, size: Any, source: str) -> tuple[int, int, int]:
+    """``size`` as (C, H, W) if it is three positive integers that ``model`` accepts, else a CheckpointError.
+
+    The network is run on an empty image of that size on the meta device: shapes only, no arithmetic.
+    """
+    if not (isinstance(size, (list, tuple)) and len(size) == 3
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
+        raise CheckpointError(f"{source} gives the input size {size!r}; it must be [channels, height, width], three "
+                              "positive integers")
+    weights = {name: t.to("meta") for name, t in model.state_dict().items()}
+    try:
+        torch.func.functional_call(model, weights, (torch.zeros(1, *size, device="meta"),))
+    except RuntimeError as err:
+        raise CheckpointError(f"{source} gives the input size {'×'.join(map(str, size))}, which its network "
+                              f"{type(model).__name__} does not accept ({str(err).splitlines()[0]})") from None
+    return tuple(size)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from nin.checkpoint import load_checkpoint
-from nin.data import Pipeline
+from nin.checkpoint import describe_nonfinite, load_checkpoint, nonfinite
+from nin.data import Pipeline, build_pipeline
 from nin.errors import NinError
-from nin.inference.trained import TrainedModel, trained_from_state
-from nin.models import create_model
-from nin.utils.atomic import atomic_write, atomic_write_text
+from nin.inference.trained import TrainedModel, check_input_size, trained_from_state
+from nin.models import create_model, model_info
+from nin.utils.atomic import atomic_write_all
 
 FORMAT = "nin-weights-v1"
 _TENSOR = "__tensor__"  # a JSON placeholder {"__tensor__": key} for a tensor stored in the safetensors file
@@ -60,21 +61,29 @@ class Weights:
         path = self.sidecar.parent / self.file
         try:
             tensors = load_safetensors(path.read_bytes())
-        except (OSError, SafetensorError) as err:
+        except (FileNotFoundError, SafetensorError) as err:
             raise WeightsError(f"{path}: cannot read the weights ({err}); export them again with "
                                "`nin export CHECKPOINT --format safetensors`") from None
+        except OSError as err:
+            raise WeightsError(f"cannot read {path}: {err.strerror}; check its permissions and those of its "
+                               "folders") from None
+        bad = [found for key, tensor in tensors.items() for found in nonfinite(tensor, key)]
+        if bad:
+            raise WeightsError(f"{path} holds {describe_nonfinite(bad)}, so every result would be meaningless; "
+                               "export the weights again from a good checkpoint")
         prefix = "model."
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        model = create_model(self.model_name, num_classes=len(self.classes), **self.model_args)
         try:
+            model = create_model(self.model_name, num_classes=len(self.classes), **self.model_args)
             model.load_state_dict(state)
             preprocess = Pipeline.from_spec(_restore(self.preprocess, tensors))
-        except (KeyError, RuntimeError, ValueError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
+        model.eval()
+        input_size = check_input_size(model, list(self.input_size), str(self.sidecar))
         recipe = {"name": self.recipe}
-        return TrainedModel(model.to(device).eval(), self.model_name, dict(self.model_args), preprocess,
-                            list(self.classes), self.dataset,
-                            tuple(self.input_size), recipe, [])
+        return TrainedModel(model.to(device), self.model_name, dict(self.model_args), preprocess, list(self.classes),
+                            self.dataset, input_size, recipe, [])
 
 
 def _strip(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -113,9 +122,10 @@ def save_weights(trained: TrainedModel, path: str | os.PathLike, accuracy: float
                      preprocess)
     sidecar = path.with_suffix(".json")
     payload = save_safetensors(tensors, metadata={"format": FORMAT, "model_name": model_name})
-    atomic_write(path, lambda f: f.write(payload))
     fields = {k: v for k, v in asdict(record).items() if k != "sidecar"}
-    atomic_write_text(sidecar, json.dumps({"format": FORMAT, **fields}, indent=2) + "\n")
+    text = json.dumps({"format": FORMAT, **fields}, indent=2) + "\n"
+    # both or neither: new weights beside an old sidecar would load with another network's classes and accuracy
+    atomic_write_all({path: lambda f: f.write(payload), sidecar: lambda f: f.write(text.encode())})
     return read_weights(sidecar)
 
 
@@ -127,8 +137,11 @@ def read_weights(path: str | os.PathLike) -> Weights:
     except FileNotFoundError:
         raise WeightsError(f"{sidecar} does not exist: weights need their JSON sidecar next to the "
                            ".safetensors file") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WeightsError(f"{sidecar} is unreadable ({err}); export the weights again") from None
+    except OSError as err:
+        raise WeightsError(f"cannot read {sidecar}: {err.strerror}; check its permissions and those of its "
+                           "folders") from None
     if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
         raise WeightsError(f"{sidecar} is not a nin weights sidecar (expected format {FORMAT!r})")
     try:
@@ -162,3 +175,40 @@ def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLi
     trained = trained_from_state(state, checkpoint)
     accuracy, split = _measured_accuracy(checkpoint)
     return save_weights(trained, path, accuracy, split)
+
+
+def weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], model_name: str, path: str | os.PathLike, *,
+                            model_args: Mapping[str, Any] | None = None, classes: Sequence[str] | None = None,
+                            preprocess: Pipeline | Sequence[str | Mapping[str, Any]] = ("unit",),
+                            dataset: str = "own", input_size: Sequence[int] | None = None) -> Weights:
+    """Wrap a plain ``state_dict`` of a registered network (``nin models``) into a weights file, ``path``
+    (.safetensors) and its JSON sidecar, which ``nin predict``, ``nin explain``, ``nin eval`` and
+    :func:`load_weights` take: the way in for weights trained elsewhere, since nin never unpickles what
+    ``torch.save`` wrote of anything but its own checkpoints.
+
+    ``preprocess`` turns 0..255 pixels into what the network was trained on: a fitted :class:`Pipeline`, or
+    recipe steps that need no fitting (default ``["unit"]``: pixels / 255). ``classes`` default to "0".."K-1"
+    with K the registry's class count, ``input_size`` to the registry's. ``dataset`` names one of nin's datasets
+    if the network was trained on it, so that ``nin eval`` can score it there.
+    """
+    info = model_info(model_name)
+    args = dict(model_args or {})
+    names = list(classes) if classes is not None else [str(i) for i in range(args.get("num_classes", info.num_classes))]
+    args.pop("num_classes", None)
+    bad = [found for key, tensor in state_dict.items() for found in nonfinite(tensor, key)]
+    if bad:
+        raise WeightsError(f"the state_dict holds {describe_nonfinite(bad)}; these weights cannot be used")
+    try:
+        model = create_model(model_name, num_classes=len(names), **args)
+        model.load_state_dict(state_dict)
+        pipeline = preprocess if isinstance(preprocess, Pipeline) else build_pipeline(list(preprocess))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise WeightsError(f"the state_dict does not fit {model_name} with model_args {args}: {err}") from None
+    if not pipeline.fitted:
+        raise WeightsError("the preprocessing has steps that must be fitted on the training images first: pass "
+                           "build_pipeline(steps).fit(training_images) as preprocess")
+    model.eval()
+    size = check_input_size(model, list(input_size or info.input_size), f"input_size for {model_name}")
+    trained = TrainedModel(model, model_name, args, pipeline, names, dataset, size,
+                           {"name": f"own state_dict of {model_name}"}, [])
+    return save_weights(trained, path)

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nin.checkpoint import load_checkpoint, save_checkpoint
+from nin.checkpoint import load_checkpoint, require_finite, save_checkpoint
 from nin.data import DatasetError
+from nin.errors import NinError
 from nin.inference.evaluate import EvalResult, autocast, evaluate
 from nin.models import create_model
 from nin.train.data import load_training_data
@@ -23,10 +24,12 @@ from nin.train.health import CUDA_CHECK_EVERY, HealthMonitor, TrainingError
 from nin.train.metrics import plot_curves, write_metrics
 from nin.train.optimizer import build_optimizer, build_schedule, set_rates
 from nin.train.recipe import RECIPE_DEFAULTS, Recipe, RecipeError, recipe_to_toml
-from nin.utils.atomic import atomic_write_text, remove_partial_writes
+from nin.train.run_folder import claim_run_folder, clear_run
+from nin.utils.atomic import atomic_write_text
 from nin.utils.distributed import World, all_reduce_sum, barrier, init_world, shutdown
 from nin.utils.hardware import describe_hardware
 from nin.utils.provenance import git_commit, source_digest
+from nin.utils.runlock import FolderLock, describe_holder
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,20 +81,61 @@ def _build_model(recipe: Recipe, num_classes: int, device: torch.device) -> nn.M
 
 
 class Trainer:
-    """Trains one recipe into ``out_dir``: ``last.pt``, ``metrics.jsonl``, ``curves.png``, ``summary.json``."""
+    """Trains one recipe into ``out_dir``: ``last.pt``, ``metrics.jsonl``, ``curves.png``, ``summary.json``.
+
+    The folder is locked (``nin.train.run_folder``) from the construction until ``fit()`` returns or raises, or
+    ``close()``. Under torchrun, rank 0 alone locks and writes it; the other ranks only read the checkpoint.
+    """
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, data_root: str | Path | None = None,
                  resume: bool = False, progress: bool = True, command: str | None = None,
-                 stop_after: int | None = None) -> None:
+                 stop_after: int | None = None, overwrite: bool = False) -> None:
         """``stop_after`` ends training after that epoch without changing the schedule (as ``max_minutes`` does):
-        the epochs run are those of the full recipe, which is what `nin check` needs to compare with a record."""
+        the epochs run are those of the full recipe, which is what `nin check` needs to compare with a record.
+        ``resume`` continues the run recorded in ``out_dir``, ``overwrite`` replaces it; a folder holding a run
+        needs one of them."""
         self.recipe = recipe
         self.stop_after = stop_after
         self.out_dir = Path(out_dir)
+        self.overwrite = overwrite
         self.device, self.world = _device_and_world(recipe)
         self.progress = progress and self.world.is_main
         self.command = command or " ".join(sys.argv)
         self.checkpoint_path = self.out_dir / "last.pt"
+        self._lock = self._claim_folder(resume, overwrite)
+        try:
+            self._setup(data_root, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim_folder(self, resume: bool, overwrite: bool) -> FolderLock | None:
+        """Rank 0 locks and checks the folder; one all-reduce tells every rank whether it could, so the others stop
+        with it rather than wait for it forever."""
+        lock, error = None, None
+        if self.world.is_main:
+            try:
+                lock = claim_run_folder(self.out_dir, resume=resume, overwrite=overwrite)
+            except (NinError, OSError) as err:
+                error = err
+        failed = torch.tensor([float(error is not None)], device=self.device)
+        if all_reduce_sum(failed, self.world).item() > 0:
+            if error is not None:
+                raise error
+            raise TrainingError(f"the main process (rank 0) could not take the run folder {self.out_dir}; "
+                                "its error says why")
+        if lock is not None and lock.took_over is not None:
+            print(f"note: {self.out_dir} was left locked by {describe_holder(lock.took_over)}, which has ended; "
+                  "taking it over", file=sys.stderr)
+        return lock
+
+    def close(self) -> None:
+        """Unlock the run folder (``fit()`` does this itself)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _setup(self, data_root: str | Path | None, resume: bool) -> None:
+        recipe = self.recipe
         state = self._resume_state() if resume else None
 
         torch.manual_seed(recipe.seed)
@@ -125,6 +169,7 @@ class Trainer:
                 print(f"no checkpoint in {self.out_dir}; starting from scratch", file=sys.stderr)
             return None
         state = load_checkpoint(self.checkpoint_path)
+        require_finite(state, self.checkpoint_path, ("model", "optimizer", "preprocess"))
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
         # extended, moved, re-timed, saved more or less often, re-cited
@@ -228,11 +273,17 @@ class Trainer:
 
     def fit(self) -> dict[str, Any] | None:
         """Train to the end of the recipe (or the paper's schedule), evaluate the test splits; the summary
-        is returned by the main process only."""
+        is returned by the main process only. The run folder is unlocked at the end, whatever happens."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict[str, Any] | None:
         recipe = self.recipe
         if self.world.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            remove_partial_writes(self.out_dir)  # left by a run killed mid-write
+            if self.overwrite:
+                clear_run(self.out_dir)
             atomic_write_text(self.out_dir / "recipe.toml", recipe_to_toml(recipe))
             if self.history:  # a kill between last.pt and the records leaves them one epoch behind it
                 self._write_records()

@@ -5,14 +5,18 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nin.checkpoint import nonfinite
 from nin.data import SPLITS, build_pipeline
 from nin.errors import NinError
-from nin.models import list_models
+from nin.models import create_model, list_models
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,22 +80,49 @@ class Recipe:
     save_every: int = 1  # epochs between checkpoints and plots (the last epoch is always saved): short epochs on GPUs
 
     def __post_init__(self) -> None:
-        choices = {
-            "schedule": ("paper", "step", "cosine", "onecycle", "constant"),
-            "precision": ("fp32", "bf16", "fp16"),
-            "device": ("auto", "cpu", "cuda"),
-            "augment_mode": ("zero", "reflect"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise RecipeError(f"recipe {self.name!r}: {key} = {getattr(self, key)!r}; use one of {', '.join(allowed)}")
-        for key in ("epochs", "batch_size", "eval_batch_size", "save_every"):
-            if getattr(self, key) < 1:
-                raise RecipeError(f"recipe {self.name!r}: {key} must be at least 1, got {getattr(self, key)}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise RecipeError(f"recipe {self.name!r}: max_minutes must be positive, got {self.max_minutes}")
-        if self.subset is not None and self.subset < 1:
-            raise RecipeError(f"recipe {self.name!r}: subset must be a positive number of images, got {self.subset}")
+        for f in dataclasses.fields(self):
+            _check_range(f.name, getattr(self, f.name), f"recipe {self.name!r}")
+
+
+_CHOICES = {
+    "schedule": ("paper", "step", "cosine", "onecycle", "constant"),
+    "precision": ("fp32", "bf16", "fp16"),
+    "device": ("auto", "cpu", "cuda"),
+    "augment_mode": ("zero", "reflect"),
+}
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
+_PERCENT = (lambda v: 0 <= v <= 100, "a percentage, from 0 to 100")
+# what a number must be to make sense, checked before any work, so that a bad value is not met hours later
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "eval_batch_size": _AT_LEAST_1, "save_every": _AT_LEAST_1,
+    "plateau_patience": _AT_LEAST_1, "subset": (lambda v: v >= 1, "a positive number of images"),
+    "seed": _AT_LEAST_0, "warmup_epochs": _AT_LEAST_0, "augment_pad": _AT_LEAST_0, "plateau_max_drops": _AT_LEAST_0,
+    "weight_decay": _AT_LEAST_0, "plateau_min_delta": _AT_LEAST_0,
+    "lr": (lambda v: v > 0, "positive (the SGD step size)"),
+    "momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1 (0.9 is usual; from 1 on, old gradients never fade "
+                                      "and training diverges)"),
+    "label_smoothing": (lambda v: 0 <= v <= 1, "a probability, from 0 to 1"),
+    "gamma": (lambda v: v > 0, "positive"),
+    "max_minutes": (lambda v: v > 0, "positive"),
+    "paper_error": _PERCENT, "peer_error": _PERCENT,
+    "milestones": (lambda v: all(m >= 1 for m in v) and v == sorted(set(v)),
+                   "increasing epoch numbers, each at least 1"),
+}
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    """Refuse a value of the right type that cannot work: NaN or Inf, a negative rate, a probability above 1."""
+    bad = nonfinite(value, key)
+    if bad:
+        name, kind = bad[0]
+        raise RecipeError(f"{where}: {name} is {kind}; give a finite number")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise RecipeError(f"{where}: {key} = {value!r}; use one of {', '.join(_CHOICES[key])}")
+    if key in _RANGES and value is not None:
+        test, what = _RANGES[key]
+        if not test(value):
+            raise RecipeError(f"{where}: {key} must be {what}, got {value!r}")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
@@ -128,6 +159,7 @@ def _check(name: str, key: str, value: Any, where: str) -> Any:
     if not _type_matches(value, hint):
         expected = getattr(hint, "__name__", str(hint)).replace("typing.", "")
         raise RecipeError(f"{where}: {key} = {value!r} has the wrong type; expected {expected}")
+    _check_range(key, value, where)
     return float(value) if hint is float and isinstance(value, int) else value
 
 
@@ -142,6 +174,11 @@ def _check_names(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}: {key} {split!r} is not a split of {recipe.dataset}; splits: {', '.join(splits)}")
     if recipe.model not in list_models():
         raise RecipeError(f"{where}: model = {recipe.model!r} is unknown; models: {', '.join(list_models())}")
+    try:
+        with torch.device("meta"):  # builds the modules without allocating or initializing any weight
+            create_model(recipe.model, **recipe.model_args)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise RecipeError(f"{where}: model_args {recipe.model_args} do not fit {recipe.model}: {err}") from None
     try:
         build_pipeline(recipe.preprocess)
     except (ValueError, TypeError) as err:
@@ -200,10 +237,15 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
-    """Apply ``key=value`` overrides (``model_args.KEY=value`` sets one model argument)."""
+def apply_overrides(recipe: Recipe, overrides: Sequence[str | tuple[str, str]]) -> Recipe:
+    """Apply ``key=value`` overrides (``model_args.KEY=value`` sets one model argument).
+
+    An override may also come as (option, ``key=value``): its errors then name the option the user typed
+    (``--epochs 0``) rather than ``--set``.
+    """
     data = dataclasses.asdict(recipe)
-    for item in overrides:
+    for entry in overrides:
+        where, item = entry if isinstance(entry, tuple) else (f"--set {entry}", entry)
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -212,7 +254,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
         if key.startswith("model_args."):
             data["model_args"] = {**data["model_args"], key.split(".", 1)[1]: value}
         else:
-            data[key] = _check(recipe.name, key, value, f"--set {item}")
+            data[key] = _check(recipe.name, key, value, where)
     return recipe_from_dict(data, "overrides")
 
 
