@@ -113,7 +113,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
         overrides["test_splits"] = []
     if device is not None:
         overrides["device"] = device
-    recipe = dataclasses.replace(recipe, **overrides, model_args=_args_as_run(recipe, summary.get("date", "")))
+    recipe = dataclasses.replace(recipe, **overrides, model_args=args_as_run(recipe, summary.get("date", "")))
 
     with tempfile.TemporaryDirectory(prefix="nin-check-") as scratch:
         trainer = Trainer(recipe, out_dir or scratch, data_root=data_root, stop_after=epochs,
@@ -136,7 +136,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     return result
 
 
-def _args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
+def args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
     """The recipe's model arguments with the defaults of the day the record was written."""
     args = dict(recipe.model_args)
     for model, name, old_default, changed in CHANGED_MODEL_DEFAULTS:

@@ -296,7 +296,7 @@ class Trainer:
     def _write_records(self) -> None:
         write_metrics(self.out_dir / "metrics.jsonl", self.history)
         plot_curves(self.out_dir / "curves.png", self.history, f"{self.recipe.name}: {self.recipe.model}",
-                    self.recipe.paper_error)
+                    self.recipe.paper_error, self.recipe.peer_error)
 
     def _finish(self) -> dict[str, Any] | None:
         tests: dict[str, Any] = {}
