@@ -44,14 +44,17 @@ def test_training_writes_its_records(shared_data: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2 and summary["paper_error"] == 0.47
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["train_images"] == 128 and written["source"] == source_digest()
+    assert state["data"]["root"] == str(shared_data.resolve()) and state["data"]["eval_split"] == "valid"
+    assert written["data"] == state["data"]  # the summary names the same data, for `nin check`
     assert load_recipe(str(tmp_path / "recipe.toml")) == recipe
 
 
-def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path) -> None:
+def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full = Trainer(tiny_recipe("epochs=3"), tmp_path / "full", data_root=shared_data, progress=False)
     full.fit()
     Trainer(tiny_recipe("epochs=2"), tmp_path / "cut", data_root=shared_data, progress=False).fit()
-    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path / "cut", data_root=shared_data, resume=True, progress=False)
+    monkeypatch.setenv("NIN_DATA", str(tmp_path / "empty"))  # the resume finds the data its checkpoint recorded
+    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path / "cut", resume=True, progress=False)
     assert resumed.start_epoch == 2
     resumed.fit()
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -178,7 +181,8 @@ def test_cli_train_and_eval(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
-    (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'"),
+    (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'; known keys"),
+    (["train", "--recipe", "mnist", "--set", "download=true"], "'download' (a download is a command of its own: nin data"),
     (["train", "--recipe", "mnist", "--set", "model=nin_nope"], "model = 'nin_nope' is unknown"),
     (["eval", "missing.pt"], "checkpoint missing.pt does not exist"),
 ])

@@ -1,5 +1,5 @@
-"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | bench | models |
-recipes."""
+"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | convert | bench |
+data | models | recipes."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,8 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+
+from nin.data.download import MIRRORS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -90,18 +92,17 @@ def _print_final(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from nin.data import load_dataset
     from nin.inference.evaluate import evaluate
     from nin.inference.weights import open_trained
 
     trained = open_trained(args.checkpoint)
-    data = load_dataset(trained.dataset, args.split, root=args.data_dir)
+    data = trained.load_split(args.split, args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":
         from nin.inference.quantize import quantize_int8
 
-        calibration = load_dataset(trained.dataset, "train", root=args.data_dir).images[:args.calibration]
+        calibration = trained.load_split("train", args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
     result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
                       precision=precision, channels_last=precision == "bf16")
@@ -171,6 +172,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_download(args: argparse.Namespace) -> int:
+    from nin.data import download_dataset, resolve_root
+
+    root = resolve_root(args.data_dir)
+    for name in args.names:
+        print(f"{name}: fetching the official files into {root} (checked against their published MD5)", file=sys.stderr)
+        for path in download_dataset(name, root):
+            print(path)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -206,6 +218,10 @@ checked shape by shape. The CIFAR-10 model expects GCN + ZCA fitted on the 50,00
 images, read from --data-dir; the ImageNet model expects BGR 224x224 crops minus Caffe's mean pixel,
 which the weights file carries. Also writes WEIGHTS.caffe.json: the source file's SHA-1, the layer-name
 map and the preprocessing."""
+
+
+RUN_DATA_DIR_HELP = ("dataset root (default: the root the run was trained on while it exists, else $NIN_DATA, else "
+                     "~/.cache/nin)")
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
@@ -249,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "also compares the test errors)")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="PP",
                    help="allowed difference of each error, in %% points (default 0: bit-identical)")
-    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the record's")
     p.add_argument("--out", help="keep the rerun's files here (default: a temporary folder, removed)")
     p.add_argument("--json", metavar="OUT", help="also write the comparison as JSON")
@@ -263,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="test error and per-class accuracy of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--split", default="test")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="int8: a statically quantized copy for x86 CPUs (see nin.inference.quantize)")
     p.add_argument("--calibration", type=_positive, default=2000, metavar="N",
@@ -276,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="PNG/JPEG files (default: the first --n images of --split)")
     p.add_argument("--split", default="test")
     p.add_argument("--n", type=_positive, default=8, help="how many images of the split")
-    p.add_argument("--out", default="explain", help="folder for explain-000.png, ... (default: explain)")
-    p.add_argument("--data-dir")
+    p.add_argument("--out", help="folder for explain-000.png, ... (default: explain/ in the checkpoint's folder; "
+                   "for shipped weights, explain/ here)")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.set_defaults(handler=_explain)
 
     p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (resize rule: docs/explain.md)")
@@ -327,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     p.set_defaults(handler=_bench)
 
+    p = sub.add_parser("data", help="get the datasets: nin data download NAME")
+    actions = p.add_subparsers(dest="data_action", required=True)
+    p = actions.add_parser("download", help="fetch a dataset's official files into the data root, checked against "
+                           "their published MD5 (needs internet)")
+    p.add_argument("names", nargs="+", metavar="NAME", choices=list(MIRRORS), help=f"{', '.join(MIRRORS)}")
+    p.add_argument("--data-dir", help="dataset root to fetch into (default: $NIN_DATA, else ~/.cache/nin)")
+    p.set_defaults(handler=_data_download)
+
     p = sub.add_parser("models", help="list the registered networks with their sizes")
     p.add_argument("pattern", nargs="?")
     p.set_defaults(handler=_models)
@@ -347,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except NinError as err:
-        print(f"nin {args.command}: error: {err}", file=sys.stderr)
+        print(f"nin {args.command}: error: {err.cli}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno != errno.ENOSPC:

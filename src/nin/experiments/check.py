@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nin.data import run_root
 from nin.errors import NinError
 from nin.train import Recipe, Trainer, load_recipe
 from nin.train.metrics import read_metrics
@@ -100,7 +101,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     """Re-train the record's recipe for its first ``epochs`` epochs (same schedule, seed and data) and compare.
 
     The test splits are evaluated and compared only when ``epochs`` covers the whole record, since the record
-    holds them for its last epoch only. The rerun's files go to ``out_dir``, or to a temporary folder.
+    holds them for its last epoch only. The rerun's files go to ``out_dir``, or to a temporary folder. The data
+    comes from ``data_root``, else from the root the record names while it exists, else ``$NIN_DATA``.
     """
     record = Path(record)
     recipe_path, recorded_rows, summary = _read_record(record)
@@ -114,6 +116,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     if device is not None:
         overrides["device"] = device
     recipe = dataclasses.replace(recipe, **overrides, model_args=args_as_run(recipe, summary.get("date", "")))
+    data_root = run_root(data_root, summary.get("data", {}).get("root"))
 
     with tempfile.TemporaryDirectory(prefix="nin-check-") as scratch:
         trainer = Trainer(recipe, out_dir or scratch, data_root=data_root, stop_after=epochs,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nin.checkpoint import CheckpointError, load_checkpoint
-from nin.data import Pipeline
+from nin.data import DatasetError, LabeledImages, Pipeline, load_dataset, run_root
 from nin.models import create_model
 
 
@@ -43,6 +43,20 @@ class TrainedModel:
     input_size: tuple[int, int, int]
     recipe: dict[str, Any]
     history: list[dict[str, Any]]
+    data: dict[str, Any] | None = None  # what the run recorded of its data (root, splits); None before it did
+
+    def load_split(self, split: str, data_dir: str | os.PathLike | None = None) -> LabeledImages:
+        """A split of the data this network was trained on: from ``data_dir``, else from the root its run
+        recorded while that folder exists (else ``$NIN_DATA``, else the cache)."""
+        recorded = (self.data or {}).get("root")
+        root = run_root(data_dir, recorded)
+        try:
+            return load_dataset(self.dataset, split, root=root)
+        except DatasetError as err:
+            if root is not None or recorded is None:
+                raise
+            note = f" (the run was trained on data under {recorded}, which no longer exists)"
+            raise DatasetError(f"{err}{note}", cli=f"{err.cli}{note}") from None
 
     def check_images(self, images: torch.Tensor, what: str) -> None:
         """Refuse images of another size or channel count than the network was trained on."""
@@ -80,4 +94,4 @@ def trained_from_state(state: dict[str, Any], path: str | os.PathLike,
         raise CheckpointError(f"checkpoint {path} does not fit its model {state.get('model_name')!r}: {err}") from None
     return TrainedModel(model.to(device).eval(), Pipeline.from_spec(state["preprocess"]).to(device),
                         list(state["classes"]), state["dataset"], tuple(state["input_size"]), state["recipe"],
-                        list(state["history"]))
+                        list(state["history"]), state.get("data"))

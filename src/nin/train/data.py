@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from nin.data import Augment, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
+from nin.data import Augment, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset, resolve_root
 from nin.inference.evaluate import resident_dtype
 from nin.train.health import TrainingError
 from nin.train.recipe import Recipe
@@ -39,6 +39,13 @@ class TrainingData:
 
     def load(self, split: str) -> LabeledImages:
         return load_dataset(self.recipe.dataset, split, root=self.root)
+
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint and the summary keep of the data, so `nin eval / explain / check` find it again:
+        the absolute root it was read from and the recipe's splits."""
+        return {"dataset": self.recipe.dataset, "root": str(resolve_root(self.root).resolve()),
+                "train_split": self.recipe.train_split, "train": self.train.description,
+                "eval_split": self.recipe.eval_split, "test_splits": list(self.recipe.test_splits)}
 
     def prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
         """A split preprocessed as in training, in the resident dtype, on the device."""

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nin.checkpoint import load_checkpoint, save_checkpoint
-from nin.data import DatasetError
+from nin.data import DatasetError, run_root
 from nin.inference.evaluate import EvalResult, autocast, evaluate
 from nin.models import create_model
 from nin.train.data import load_training_data
@@ -93,6 +93,8 @@ class Trainer:
         self.command = command or " ".join(sys.argv)
         self.checkpoint_path = self.out_dir / "last.pt"
         state = self._resume_state() if resume else None
+        if state:  # without --data-dir, the data the checkpoint was trained on, while it is there
+            data_root = run_root(data_root, state.get("data", {}).get("root"))
 
         torch.manual_seed(recipe.seed)
         self.data = load_training_data(recipe, data_root, self.device, self.world,
@@ -176,6 +178,7 @@ class Trainer:
             "classes": list(self.classes),
             "dataset": self.recipe.dataset,
             "input_size": self.data.input_size,
+            "data": self.data.record(),
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -304,7 +307,7 @@ class Trainer:
             try:
                 data = self.data.load(split)
             except DatasetError as err:
-                tests[split] = {"skipped": str(err)}
+                tests[split] = {"skipped": err.cli}
                 continue
             result = self._evaluate(*self.data.prepare(data))
             tests[split] = {"description": data.description, "lossy": data.lossy, "images": result.count,
@@ -322,6 +325,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_images": len(self.data.train.labels),
             "train_split": self.data.train.description,
+            "data": self.data.record(),
             "eval_split": self.recipe.eval_split,  # the split that "final" calls valid_error
             "final": self.history[-1] if self.history else None,
             "tests": tests,

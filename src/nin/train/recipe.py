@@ -123,7 +123,8 @@ def _type_matches(value: Any, annotation: Any) -> bool:
 
 def _check(name: str, key: str, value: Any, where: str) -> Any:
     if key not in _FIELDS:
-        raise RecipeError(f"{where}: unknown recipe key {key!r}; known keys: {', '.join(_FIELDS)}")
+        fetch = " (a download is a command of its own: nin data download NAME)" if key == "download" else ""
+        raise RecipeError(f"{where}: unknown recipe key {key!r}{fetch}; known keys: {', '.join(_FIELDS)}")
     hint = typing.get_type_hints(Recipe)[key]
     if not _type_matches(value, hint):
         expected = getattr(hint, "__name__", str(hint)).replace("typing.", "")
