@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import nin.data.download as dl
+from nin.data.folder import DEFAULT_IMAGE_SIZE, FOLDER_SPLITS, read_folder
 from nin.data.formats import (
     DatasetError,
     cifar_arrays,
@@ -43,6 +44,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "cifar10": PAPER_SPLITS + ("test-lossless-1000", "test-jpeg75"),
     "cifar100": PAPER_SPLITS,
     "svhn": PAPER_SPLITS,
+    "folder": FOLDER_SPLITS,  # your own images: class folders under the root (nin.data.folder)
 }
 
 DIGITS = [str(d) for d in range(10)]
@@ -110,7 +112,7 @@ def run_root(data_dir: str | os.PathLike | None, recorded: str | None) -> str | 
 
 
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
-                 download: bool = False) -> LabeledImages:
+                 download: bool = False, image_size: int | None = None) -> LabeledImages:
     """Load one split of a dataset as used in the paper.
 
     Splits: ``train`` (the training images minus the validation ones: 40,000 for CIFAR, 50,000 for
@@ -124,11 +126,19 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
     and (CIFAR) extracted under the root; archives and files already there are checked against their
     MD5 and fetched again only if they differ. Missing or damaged files raise :class:`DatasetError`
     saying which file and what to do.
+
+    ``name="folder"`` reads your own images: ``root`` (required) is a folder of class folders, every file is
+    fitted to ``image_size`` (default 32) square, and the splits are ``train``, ``valid`` (10% of each class
+    held out) and ``train+valid``; see :mod:`nin.data.folder`.
     """
     if name not in SPLITS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(SPLITS)}")
     if split not in SPLITS[name]:
         raise ValueError(f"unknown split {split!r} for {name}; valid splits: {', '.join(SPLITS[name])}")
+    if name == "folder":
+        return _load_folder(split, root, image_size)
+    if image_size is not None:
+        raise ValueError(f"image_size is for the folder dataset; {name} images have their official size")
     base = resolve_root(root)
     if name in ("mnist", "fashion-mnist"):
         return _load_idx(name, split, base / name, download)
@@ -343,6 +353,17 @@ def _load_cifar100(split: str, root: Path, download: bool) -> LabeledImages:
         return _result(name, split, x, y, classes, "the official test images (fine labels)", source)
     x, y, what = _train_valid(split, x, y, source)
     return _result(name, split, x, y, classes, what + " (fine labels)", source)
+
+
+# ----------------------------------------------------------------------------------- your own images
+
+def _load_folder(split: str, root: str | os.PathLike | None, image_size: int | None) -> LabeledImages:
+    if root is None:  # $NIN_DATA and the cache hold the paper's datasets, never one's class folders
+        problem = "the folder dataset reads your own images: a folder of class folders (PATH/CLASS/IMAGE.png);"
+        raise DatasetError(f"{problem} give it as root=", cli=f"{problem} give it with --data-dir PATH")
+    base = Path(root).expanduser()
+    x, y, classes, what = read_folder(base, split, image_size or DEFAULT_IMAGE_SIZE)
+    return _result("folder", split, x, y, classes, what, base)
 
 
 # ------------------------------------------------------------------------------------------- SVHN

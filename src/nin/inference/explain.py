@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from nin.data import SPLITS, DatasetError
-from nin.inference.predict import read_image
+from nin.data.images import read_image
 from nin.inference.trained import TrainedModel
 from nin.inference.weights import open_trained
 from nin.utils.atomic import atomic_write

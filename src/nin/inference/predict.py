@@ -1,32 +1,21 @@
 """Classify image files with a trained checkpoint: any PNG or JPEG, any size, grey or colour.
 
-The rule that turns a file into the network's input (documented in ``docs/explain.md``):
-
-1. decode the file with Pillow and convert it to the checkpoint's channel count: mode ``L`` for one
-   channel (ITU-R 601-2 luma), ``RGB`` for three (an alpha channel is dropped, a palette expanded);
-2. resize it, keeping its aspect ratio, so that it just covers the input size (for a square input,
-   the shorter side becomes the input size), with Pillow's bilinear filter;
-3. cut the centre crop of the input size (offsets rounded down);
-4. apply the checkpoint's own fitted preprocessing (``TrainedModel.preprocess``) and the network.
+Each file goes through the rule of ``nin.data.images`` (decode and convert to the checkpoint's channel count,
+cover-resize, centre-crop: documented in ``docs/explain.md``), then through the checkpoint's own fitted
+preprocessing (``TrainedModel.preprocess``) and the network. The folder dataset reads its training files by
+the same rule, so a network sees new files as it saw its training files.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from nin.errors import NinError
+from nin.data.images import ImageFileError, fit_image, read_image
 from nin.inference.trained import TrainedModel
 
-_MODES = {1: "L", 3: "RGB"}
-
-
-class ImageFileError(NinError, ValueError):
-    """An image file that cannot be used; the message names the file and says why."""
+# the image rule's names are part of the prediction API
+__all__ = ["ImageFileError", "Prediction", "fit_image", "predict_files", "probabilities", "read_image", "top_k"]
 
 
 @dataclass(frozen=True)
@@ -41,42 +30,6 @@ class Prediction:
     def to_dict(self) -> dict[str, object]:
         return {"file": self.source, "top_k": [{"class": c, "index": i, "probability": p}
                                                for c, i, p in zip(self.classes, self.indices, self.probabilities)]}
-
-
-def _mode(channels: int) -> str:
-    if channels not in _MODES:
-        raise ValueError(f"cannot feed a {channels}-channel network from image files; only 1 (grey) or 3 (RGB)")
-    return _MODES[channels]
-
-
-def fit_image(image: Image.Image, channels: int, height: int, width: int) -> torch.Tensor:
-    """A Pillow image as uint8 (C, H, W) by the module's rule: convert, cover-resize, centre-crop."""
-    image = image.convert(_mode(channels))
-    scale = max(height / image.height, width / image.width)
-    size = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.BILINEAR)
-    left, top = (image.width - width) // 2, (image.height - height) // 2
-    image = image.crop((left, top, left + width, top + height))
-    pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
-    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
-
-
-def read_image(path: str | os.PathLike, input_size: tuple[int, int, int]) -> torch.Tensor:
-    """Decode ``path`` fully and fit it to ``input_size`` (C, H, W); any failure is an ImageFileError."""
-    path = Path(path)
-    _mode(input_size[0])  # a network we cannot feed is the caller's error, not the file's
-    if not path.is_file():
-        raise ImageFileError(f"{path}: no such file")
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now, so a truncated file fails here and not later
-            return fit_image(image, *input_size)
-    except UnidentifiedImageError:
-        raise ImageFileError(f"{path}: not an image Pillow can read (expected PNG or JPEG)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageFileError(f"{path}: cannot decode or convert the image ({err}); the file is damaged, "
-                             "truncated or in an unusual mode") from None
 
 
 @torch.no_grad()

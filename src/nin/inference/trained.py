@@ -47,11 +47,13 @@ class TrainedModel:
 
     def load_split(self, split: str, data_dir: str | os.PathLike | None = None) -> LabeledImages:
         """A split of the data this network was trained on: from ``data_dir``, else from the root its run
-        recorded while that folder exists (else ``$NIN_DATA``, else the cache)."""
+        recorded while that folder exists (else ``$NIN_DATA``, else the cache); a folder dataset's files are
+        fitted to the network's input size."""
         recorded = (self.data or {}).get("root")
+        size = self.input_size[-1] if self.dataset == "folder" else None
         root = run_root(data_dir, recorded)
         try:
-            return load_dataset(self.dataset, split, root=root)
+            return load_dataset(self.dataset, split, root=root, image_size=size)
         except DatasetError as err:
             if root is not None or recorded is None:
                 raise

@@ -43,6 +43,7 @@ class Recipe:
     eval_split: str | None = "valid"  # evaluated after every epoch
     test_splits: list[str] = field(default_factory=lambda: ["test"])  # evaluated at the end
     subset: int | None = None  # the first N training images, for quick runs
+    image_size: int | None = None  # dataset "folder" only: the side every image is fitted to (None: 32)
     preprocess: list[Any] = field(default_factory=lambda: ["unit"])
     augment_pad: int = 0
     augment_flip: bool = False
@@ -141,6 +142,9 @@ def _check_names(recipe: Recipe, where: str) -> None:
                        *[("test_splits", s) for s in recipe.test_splits]]:
         if split is not None and split not in splits:
             raise RecipeError(f"{where}: {key} {split!r} is not a split of {recipe.dataset}; splits: {', '.join(splits)}")
+    if recipe.image_size is not None and (recipe.dataset != "folder" or recipe.image_size < 1):
+        raise RecipeError(f"{where}: image_size = {recipe.image_size} is for dataset = \"folder\" (your own images), "
+                          "as a positive number of pixels; the other datasets have their official size")
     if recipe.model not in list_models():
         raise RecipeError(f"{where}: model = {recipe.model!r} is unknown; models: {', '.join(list_models())}")
     try:
