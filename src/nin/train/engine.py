@@ -192,8 +192,9 @@ class Trainer:
         n_total = len(self.data.train.labels)
         # loss sum, correct, count, then for each class the steps where its logit was not zero for some image
         totals = torch.zeros(3 + self.num_classes, dtype=torch.float64, device=self.device)
-        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
-                   leave=False, unit="batch")
+        # a bar only on a terminal: in a log file each of its updates would be a line (one line per epoch follows)
+        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                   disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
         last_step = len(self.loader) - 1
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.loader):
@@ -210,7 +211,7 @@ class Trainer:
                 totals[3:] += (logits != 0).any(0)
             self.health.after_step(epoch, step, last_step, totals[0], logits, self._kept)
             bar.update()
-            if self.progress and step % (10 * self.health.check_every) == 0:
+            if not bar.disable and step % (10 * self.health.check_every) == 0:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
         bar.close()
         seconds = time.perf_counter() - start
