@@ -104,14 +104,17 @@ def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data:
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("terminal", [False, True])
+@pytest.mark.parametrize("terminal, forced, bar", [(False, None, False), (True, None, True), (False, "bar", True),
+                                                   (True, "epoch", False)])
 def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(
         shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        terminal: bool) -> None:
+        terminal: bool, forced: str | None, bar: bool) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    if forced is not None:
+        monkeypatch.setenv("NIN_PROGRESS", forced)
     Trainer(tiny_recipe("epochs=1", "subset=64"), tmp_path, data_root=shared_data).fit()
     err = capsys.readouterr().err
-    assert ("\r" in err) == terminal  # each bar update rewrites its line with a carriage return
+    assert ("\r" in err) == bar  # each bar update rewrites its line with a carriage return
     assert len([line for line in err.split("\n") if line.startswith("epoch 1: lr ")]) == 1
 
 

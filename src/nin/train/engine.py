@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,6 +36,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
     return torch.device(name)
+
+
+def progress_bar_wanted() -> bool:
+    """A per-step bar on a terminal only: in a log file each of its updates would be a line, and the epoch's summary
+    line says it all. ``NIN_PROGRESS=bar`` forces the bar (for a tool that reads it from a pipe, as
+    benchmarks/crash_test.py does), ``NIN_PROGRESS=epoch`` the lines."""
+    forced = os.environ.get("NIN_PROGRESS")
+    return forced == "bar" if forced in ("bar", "epoch") else sys.stderr.isatty()
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
@@ -192,9 +201,8 @@ class Trainer:
         n_total = len(self.data.train.labels)
         # loss sum, correct, count, then for each class the steps where its logit was not zero for some image
         totals = torch.zeros(3 + self.num_classes, dtype=torch.float64, device=self.device)
-        # a bar only on a terminal: in a log file each of its updates would be a line (one line per epoch follows)
         bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                   disable=not (self.progress and sys.stderr.isatty()), leave=False, unit="batch")
+                   disable=not (self.progress and progress_bar_wanted()), leave=False, unit="batch")
         last_step = len(self.loader) - 1
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.loader):
