@@ -304,8 +304,8 @@ def _load_cifar10(split: str, root: Path, download: bool) -> LabeledImages:
             problem = (f"cifar10 'test-jpeg75' needs {path}, which is missing. It is this project's JPEG copy of "
                        "the test set and cannot be downloaded;")
             raise DatasetError(f"{problem} use split='test' with download=True for the official test set.",
-                               cli=f"{problem} use --split test for the official test set, after `nin data download "
-                                   f"cifar10 --data-dir {root}`.")
+                               cli=f"{problem} use the split test for the official test set, after `nin data "
+                                   f"download cifar10 --data-dir {root}`.")
         x, y = _read_cifar(path.parent, _JPEG75_DIR, ["test_batch"], "labels", 10)
         what = ("LOSSY JPEG-75 copy, not the official test set: decoded from quality-75 JPEGs, entries "
                 "0-999 in the official order, 1,000-9,999 grouped by class")
@@ -333,9 +333,9 @@ def _load_cifar10(split: str, root: Path, download: bool) -> LabeledImages:
             f"{problem} split='test-lossless-1000' (official test images 0-999, exact) or split='test-jpeg75' (all "
             f"10,000, LOSSY JPEG-75 copy), or pass download=True to fetch the official archive ({url}) into a "
             "writable root.",
-            cli=f"{problem} --split test-lossless-1000 (official test images 0-999, exact) or --split test-jpeg75 "
-                f"(all 10,000, LOSSY JPEG-75 copy), or run `nin data download cifar10 --data-dir {root}` to fetch "
-                f"the official archive ({url}).")
+            cli=f"{problem} the split test-lossless-1000 (official test images 0-999, exact) or test-jpeg75 (all "
+                f"10,000, LOSSY JPEG-75 copy) (--split of nin eval and explain, test_splits of a recipe), or run "
+                f"`nin data download cifar10 --data-dir {root}` to fetch the official archive ({url}).")
     x, y = _read_cifar(source, _CIFAR10_DIR, ["test_batch"], "labels", 10)
     return _result(name, split, x, y, CIFAR10_CLASSES, "the official test images", source)
 
