@@ -305,7 +305,7 @@ def crash_test(config: Config, shared: Path, work: Path, progress: bool = False)
     """Run the clean and the killed runs under ``work``; the report (see the module docstring)."""
     began = time.monotonic()
     rng = random.Random(config.seed)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NIN_PROGRESS": "bar"}  # the bar, though stderr is a pipe
     if config.keep_malloc:
         env["NIN_KEEP_MALLOC"] = "1"
     data_root = make_data_root(shared, work / "data", config.eval_images)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from nin.cli import main
 from nin.data import DatasetError, load_dataset
 from nin.data import download as dl
 
@@ -239,3 +240,43 @@ def test_download_svhn_test_via_file_url(tmp_path, monkeypatch):
     test = load_dataset("svhn", "test", root=tmp_path / "root", download=True)
     assert test.labels.tolist() == [0, 3, 7]
     assert torch.equal(test.images, torch.from_numpy(x.transpose(3, 2, 0, 1).copy()))
+
+
+# ------------------------------------------------------------------------------------ nin data download
+
+def test_cli_download_fetches_verifies_and_then_needs_no_network(shared_path, served, dead_url, tmp_path,
+                                                                  monkeypatch, capsys):
+    url, folder = served
+    for f in IDX_NAMES:
+        (folder / f).write_bytes(shared_path("mnist", f).read_bytes())
+    monkeypatch.setitem(dl.MIRRORS, "mnist", [url])
+    root = tmp_path / "root"
+    assert main(["data", "download", "mnist", "--data-dir", str(root)]) == 0
+    assert capsys.readouterr().out.split() == [str(root / "mnist" / f) for f in IDX_NAMES]
+    assert [dl.md5sum(root / "mnist" / f) for f in IDX_NAMES] == README_MD5["mnist"]
+    monkeypatch.setitem(dl.MIRRORS, "mnist", [dead_url])  # all there and verified: no network needed
+    assert main(["data", "download", "mnist", "--data-dir", str(root)]) == 0
+    assert len(load_dataset("mnist", "valid", root=root)) == 10_000
+
+
+def test_cli_download_offline_is_one_line_naming_the_url_the_file_and_where(dead_url, tmp_path, monkeypatch,
+                                                                            capsys):
+    monkeypatch.setitem(dl.MIRRORS, "fashion-mnist", [dead_url])
+    assert main(["data", "download", "fashion-mnist", "--data-dir", str(tmp_path)]) == 2
+    *progress, err = capsys.readouterr().err.splitlines()  # the error is the last line, and one line
+    first = "train-images-idx3-ubyte.gz"
+    assert progress[0].startswith("fashion-mnist: fetching") and err.startswith("nin data: error: could not download")
+    assert f"download {dead_url}{first} on one with internet" in err
+    assert err.endswith(f"put it at {tmp_path / 'fashion-mnist' / first}, then run the command again.")
+    assert dl.CHECKSUMS["fashion-mnist"][first] in err and "load_dataset" not in err
+
+
+def test_cli_download_extracts_cifar(served, tmp_path, monkeypatch, capsys):
+    url, folder = served
+    _, labels = _tiny_cifar10_archive(folder / "cifar-10-python.tar.gz")
+    monkeypatch.setitem(dl.MIRRORS, "cifar10", [url])
+    monkeypatch.setitem(dl.CHECKSUMS, "cifar10",
+                        {"cifar-10-python.tar.gz": dl.md5sum(folder / "cifar-10-python.tar.gz")})
+    assert main(["data", "download", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "cifar-10-batches-py")]
+    assert load_dataset("cifar10", "test", root=tmp_path).labels.tolist() == labels

@@ -21,7 +21,7 @@ PIPELINES = [("unit",), ("gcn", "zca"), ("gcn", "lcn", "standardize")]
 
 @functools.cache
 def _real_images(dataset: str) -> torch.Tensor:
-    """64 real images shaped like the dataset's (CIFAR-100 and SVHN are not offline: CIFAR-10 stands in)."""
+    """64 real images shaped like the dataset's (CIFAR-100, SVHN and folder-fast's 32×32 RGB: CIFAR-10 stands in)."""
     if dataset in ("mnist", "fashion-mnist"):
         root = data_root()
         if not (root / dataset).is_dir():

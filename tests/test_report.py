@@ -35,12 +35,13 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert main(["report", "--results-dir", str(results), "--out", str(page)]) == 0
     text = page.read_text()
     error = json.loads((results / "mnist-tiny" / "summary.json").read_text())["tests"]["valid"]["error"]
-    assert f"`mnist-tiny` (changed): {error:.2f} (valid)" in text
+    assert f"| NIN + Dropout | 0.47 | `mnist` | `mnist-tiny` (changed) | {error:.2f} (valid) |" in text
     assert '| eval_split=none, test_splits=["valid"], subset=128, epochs=1, batch_size=64 |' in text
     assert "| NIN + Dropout | 0.47 | `mnist` |" in text and "| Conv. maxout + Dropout | 0.45 |" in text
     assert "](../results/mnist-tiny/curves.png)" in text
-    assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet |" in text
-    assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet |" in text  # our own recipe's row
+    assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet | - |" in text
+    assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet | - |" in text  # our own recipe's row
+    assert "| Stochastic Pooling | 0.47 |  |  |  |" in text  # a paper row we have no recipe for
 
 
 def _write_record(results: Path, run: str, recipe: Recipe, last_epoch_error: float, tests: dict) -> None:
@@ -60,9 +61,25 @@ def test_report_tells_runs_of_the_shipped_recipe_from_changed_ones(tmp_path: Pat
                         ("shortened", dataclasses.replace(shipped, epochs=2, lr=0.5))]:
         _write_record(results, run, recipe, 1.0, {"test": {"error": 0.9}})
     text = render(results, tmp_path / "docs" / "results.md")
-    assert "`as-shipped`: 1.00 (valid); 0.90 (test)" in text  # a seed or device is not a change of procedure
-    assert "`shortened` (changed): 1.00 (valid)" in text
+    method = "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` |"  # one row per run, each in full
+    assert f"{method} `as-shipped` | 1.00 (valid); 0.90 (test) |" in text  # a seed or device is no change of procedure
+    assert f"{method} `shortened` (changed) | 1.00 (valid); 0.90 (test) |" in text
     assert "| today | epochs=2, lr=0.5 | [curves]" in text and "| today | none | [curves]" in text
+
+
+def test_report_compares_a_record_with_the_model_defaults_of_its_day(tmp_path: Path) -> None:
+    """mnist-fast names init_std="he" since the default became the authors' 0.05; older records ran He by default."""
+    results = tmp_path / "results"
+    shipped = load_recipe("mnist-fast")
+    assert shipped.model_args["init_std"] == "he"
+    old = dataclasses.replace(shipped, model_args={"batch_norm": True})
+    for run, date in [("before", "2026-11-27 07:32 UTC"), ("after", "2026-12-01 07:32 UTC")]:
+        _write_record(results, run, old, 1.0, {})
+        summary = json.loads((results / run / "summary.json").read_text())
+        (results / run / "summary.json").write_text(json.dumps({**summary, "date": date}))
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert "| `before` | 1.00 (valid) |" in text and "| `after` (changed) | 1.00 (valid) |" in text
+    assert '| model_args={"batch_norm": true} | [curves](../results/after/' in text
 
 
 def test_report_names_the_last_epochs_error_by_the_split_it_was_measured_on(tmp_path: Path) -> None:
@@ -73,7 +90,8 @@ def test_report_names_the_last_epochs_error_by_the_split_it_was_measured_on(tmp_
     _write_record(results, "d2l-tested", d2l, 12.5, {"test": {"error": 12.5}})
     _write_record(results, "d2l-untested", d2l, 13.0, {})
     text = render(results, tmp_path / "docs" / "results.md")
-    assert "| `d2l-tested`: 12.50 (test); `d2l-untested`: 13.00 (test) |" in text
+    assert "| `fashion-mnist-d2l` | `d2l-tested` | 12.50 (test) |\n" in text
+    assert "| `fashion-mnist-d2l` | `d2l-untested` | 13.00 (test) |\n" in text
     assert "| `d2l-tested` | 12.50 (test) |" in text
     assert "(valid)" not in text
 

@@ -44,14 +44,17 @@ def test_training_writes_its_records(shared_data: Path, tmp_path: Path) -> None:
     assert summary["epochs_run"] == 2 and summary["paper_error"] == 0.47
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["train_images"] == 128 and written["source"] == source_digest()
+    assert state["data"]["root"] == str(shared_data.resolve()) and state["data"]["eval_split"] == "valid"
+    assert written["data"] == state["data"]  # the summary names the same data, for `nin check`
     assert load_recipe(str(tmp_path / "recipe.toml")) == recipe
 
 
-def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path) -> None:
+def test_resume_equals_an_uninterrupted_run(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     full = Trainer(tiny_recipe("epochs=3"), tmp_path / "full", data_root=shared_data, progress=False)
     full.fit()
     Trainer(tiny_recipe("epochs=2"), tmp_path / "cut", data_root=shared_data, progress=False).fit()
-    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path / "cut", data_root=shared_data, resume=True, progress=False)
+    monkeypatch.setenv("NIN_DATA", str(tmp_path / "empty"))  # the resume finds the data its checkpoint recorded
+    resumed = Trainer(tiny_recipe("epochs=3"), tmp_path / "cut", resume=True, progress=False)
     assert resumed.start_epoch == 2
     resumed.fit()
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -99,6 +102,20 @@ def test_bf16_runs_keep_bf16_data_with_the_same_result_as_fp32_data(shared_data:
     full.fit()  # autocast casts the first convolution's input to bf16 either way
     for (name, a), b in zip(lean.model.state_dict().items(), full.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("terminal, forced, bar", [(False, None, False), (True, None, True), (False, "bar", True),
+                                                   (True, "epoch", False)])
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(
+        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        terminal: bool, forced: str | None, bar: bool) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    if forced is not None:
+        monkeypatch.setenv("NIN_PROGRESS", forced)
+    Trainer(tiny_recipe("epochs=1", "subset=64"), tmp_path, data_root=shared_data).fit()
+    err = capsys.readouterr().err
+    assert ("\r" in err) == bar  # each bar update rewrites its line with a carriage return
+    assert len([line for line in err.split("\n") if line.startswith("epoch 1: lr ")]) == 1
 
 
 def test_resume_refuses_a_different_recipe(shared_data: Path, tmp_path: Path) -> None:
@@ -178,7 +195,8 @@ def test_cli_train_and_eval(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
-    (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'"),
+    (["train", "--recipe", "mnist", "--set", "lrr=1"], "unknown recipe key 'lrr'; known keys"),
+    (["train", "--recipe", "mnist", "--set", "download=true"], "'download' (a download is a command of its own: nin data"),
     (["train", "--recipe", "mnist", "--set", "model=nin_nope"], "model = 'nin_nope' is unknown"),
     (["eval", "missing.pt"], "checkpoint missing.pt does not exist"),
 ])

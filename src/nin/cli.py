@@ -1,13 +1,19 @@
-"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | bench | models |
-recipes."""
+"""The `nin` command: nin train | reproduce | check | report | eval | explain | predict | export | convert | bench |
+data | models | recipes."""
 from __future__ import annotations
 
 import argparse
 import errno
 import json
+import platform
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+
+import torch
+
+from nin import __version__
+from nin.data.download import MIRRORS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -115,13 +121,13 @@ def _eval(args: argparse.Namespace) -> int:
     from nin.inference.pretrained import open_trained
 
     trained = open_trained(args.checkpoint)
-    data = trained.load_split(args.split, root=args.data_dir)
+    data = trained.load_split(args.split, args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":
         from nin.inference.quantize import quantize_int8
 
-        calibration = trained.load_split("train", root=args.data_dir).images[:args.calibration]
+        calibration = trained.load_split("train", args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
     result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
                       precision=precision, channels_last=precision == "bf16")
@@ -191,6 +197,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_download(args: argparse.Namespace) -> int:
+    from nin.data import download_dataset, resolve_root
+
+    root = resolve_root(args.data_dir)
+    for name in args.names:
+        print(f"{name}: fetching the official files into {root} (checked against their published MD5)", file=sys.stderr)
+        for path in download_dataset(name, root):
+            print(path)
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -202,22 +219,24 @@ def _models(args: argparse.Namespace) -> int:
     import nin
     from nin.inference.pretrained import pretrained_for
 
+    print(f"{'model':24s} {'parameters':>10s} {'M MACs':>9s}  {'input':9s}  {'weights':8s}  where in the paper")
     for name in nin.list_models(args.pattern):
         info = nin.model_info(name)
         prof = nin.profile_model(nin.models.create_model(name), info.input_size)
+        size = "×".join(map(str, info.input_size))
         weights = ",".join(p.tag for p in pretrained_for(name)) or "-"
-        print(f"{name:24s} {prof.parameters:>10,d} params {prof.multiply_adds / 1e6:9.2f} M MACs  weights {weights:10s} "
-              f"{info.paper}")
+        print(f"{name:24s} {prof.parameters:>10,d} {prof.multiply_adds / 1e6:9.2f}  {size:9s}  {weights:8s}  {info.paper}")
     return 0
 
 
 def _recipes(args: argparse.Namespace) -> int:
     from nin.train import list_recipes, load_recipe
 
+    print(f"{'recipe':20s} {'model':24s} {'dataset':14s} {'paper':>7s}  paper row")
     for name in list_recipes():
         r = load_recipe(name)
         paper = f"{r.paper_error}%" if r.paper_error is not None else "-"
-        print(f"{name:20s} {r.model:24s} {r.dataset:14s} paper {paper:>7s}  {r.paper_ref}")
+        print(f"{name:20s} {r.model:24s} {r.dataset:14s} {paper:>7s}  {r.paper_ref}")
     return 0
 
 
@@ -231,11 +250,22 @@ which the weights file carries. Also writes WEIGHTS.caffe.json: the source file'
 map and the preprocessing."""
 
 
+DATA_DIR_HELP = ("dataset root (default: $NIN_DATA, else ~/.cache/nin); for dataset folder, your folder of class "
+                 "folders")
+RUN_DATA_DIR_HELP = ("dataset root (default: the root the run was trained on while it exists, else $NIN_DATA, else "
+                     "~/.cache/nin)")
+
+
+CHECKPOINT_HELP = "a checkpoint written by `nin train` (RUN/last.pt), a .safetensors weights file, or a shipped " \
+    "model name (nin_mnist)"
+
+
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--epochs", type=int, help="train this many epochs (the recipe's schedule is laid out over them)")
+    p.add_argument("--seed", type=int, help="random seed of initialization, shuffling, augmentation and dropout")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: the recipe's, auto)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="arithmetic of the forward pass (fp16: CUDA only; default: the recipe's)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on CPUs and GPUs)")
     p.add_argument("--subset", type=int, help="train on the first N training images only")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that passes N minutes of wall time")
@@ -246,11 +276,13 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nin", description="Network In Network (Lin, Chen & Yan, ICLR 2014)")
+    parser.add_argument("--version", action="version", help="print the version of nin and torch, then exit",
+                        version=f"nin {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a recipe (see `nin recipes`)")
     p.add_argument("--recipe", required=True, help="a shipped recipe name or a .toml file")
-    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--out", help="run folder for checkpoints and records (default: runs/RECIPE)")
     _add_recipe_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -264,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="name a variant (e.g. a shortened schedule): records go to results/RECIPE-TAG")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints go (large; default: runs)")
     p.add_argument("--results-dir", default="results", help="where the small records go (default: results)")
-    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     _add_recipe_options(p)
     p.set_defaults(handler=_reproduce)
 
@@ -274,47 +306,49 @@ def build_parser() -> argparse.ArgumentParser:
                    "also compares the test errors)")
     p.add_argument("--tolerance", type=float, default=0.0, metavar="PP",
                    help="allowed difference of each error, in %% points (default 0: bit-identical)")
-    p.add_argument("--data-dir", help="dataset root (default: $NIN_DATA, else ~/.cache/nin)")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the record's")
     p.add_argument("--out", help="keep the rerun's files here (default: a temporary folder, removed)")
     p.add_argument("--json", metavar="OUT", help="also write the comparison as JSON")
     p.set_defaults(handler=_check)
 
     p = sub.add_parser("report", help="regenerate the results page from results/")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--out", default="docs/results.md")
+    p.add_argument("--results-dir", default="results", help="the run records to read (default: results)")
+    p.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("eval", help="test error and per-class accuracy of a checkpoint")
-    p.add_argument("checkpoint")
-    p.add_argument("--split", default="test")
-    p.add_argument("--data-dir")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--split", default="test", help="the split of the checkpoint's dataset to evaluate (default: test)")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="int8: a statically quantized copy for x86 CPUs (see nin.inference.quantize)")
     p.add_argument("--calibration", type=_positive, default=2000, metavar="N",
                    help="int8: calibrate on the first N training images (default 2000)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("explain", help="class confidence maps of images as PNG figures (the paper's Figure 4)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("images", nargs="*", help="PNG/JPEG files (default: the first --n images of --split)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--n", type=_positive, default=8, help="how many images of the split")
-    p.add_argument("--out", default="explain", help="folder for explain-000.png, ... (default: explain)")
-    p.add_argument("--data-dir")
+    p.add_argument("--split", default="test", help="the split of the checkpoint's dataset to draw (default: test)")
+    p.add_argument("--n", type=_positive, default=8, help="how many images of the split (default 8)")
+    p.add_argument("--out", help="folder for explain-000.png, ... (default: explain/ in the checkpoint's folder; "
+                   "for shipped weights, explain/ here)")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.set_defaults(handler=_explain)
 
     p = sub.add_parser("predict", help="top-k classes of PNG/JPEG files (resize rule: docs/explain.md)")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top-k", type=_positive, default=5)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("images", nargs="+", help="PNG/JPEG files, any size, grey or colour")
+    p.add_argument("--top-k", type=_positive, default=5, help="how many classes to list per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser("export", help="ONNX / TorchScript with the preprocessing built in, or shipped safetensors")
-    p.add_argument("checkpoint")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("checkpoint", help="a checkpoint written by `nin train` (RUN/last.pt)")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
+                   help="onnx or torchscript: preprocessing and network in one graph; safetensors: shipped weights")
     p.add_argument("--out", help="output file (default: the checkpoint with .onnx, .torchscript.pt or .safetensors)")
     p.set_defaults(handler=_export)
 
@@ -336,13 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="our training and inference speed against a plain PyTorch port (docs/speed.md)")
     p.add_argument("--steps", type=_positive, default=20, help="training steps per timed run (default 20)")
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per side, interleaved (default 5)")
-    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--batch-size", type=_positive, default=128, help="training batch of both sides (default 128)")
     p.add_argument("--eval-batch-size", type=_positive, default=500, help="ours' inference batch (default 500)")
     p.add_argument("--inference-precision", choices=["bf16", "int8"], default="bf16",
                    help="ours' inference: bf16 autocast, or an int8 copy (x86 CPUs; see nin.inference.quantize)")
     p.add_argument("--images", type=_positive, default=10_000, help="size of the data slice (default 10000)")
     p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
     p.add_argument("--threads", type=_positive, help="torch.set_num_threads for both sides")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
@@ -350,12 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matmul-size", type=_positive, help="n of the n×n peak products (default 3072 CPU, 8192 GPU)")
     p.add_argument("--layers", action=argparse.BooleanOptionalAction, default=True,
                    help="time each convolution alone (the convolution peak) and profile one step (default: on)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data slice (default 0)")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     p.set_defaults(handler=_bench)
 
+    p = sub.add_parser("data", help="get the datasets: nin data download NAME")
+    actions = p.add_subparsers(dest="data_action", required=True)
+    p = actions.add_parser("download", help="fetch a dataset's official files into the data root, checked against "
+                           "their published MD5 (needs internet)")
+    p.add_argument("names", nargs="+", metavar="NAME", choices=list(MIRRORS), help=f"{', '.join(MIRRORS)}")
+    p.add_argument("--data-dir", help="dataset root to fetch into (default: $NIN_DATA, else ~/.cache/nin)")
+    p.set_defaults(handler=_data_download)
+
     p = sub.add_parser("models", help="list the registered networks with their sizes")
-    p.add_argument("pattern", nargs="?")
+    p.add_argument("pattern", nargs="?", help="only names matching this shell pattern, e.g. 'nin_cifar10*'")
     p.set_defaults(handler=_models)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
@@ -393,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except NinError as err:
-        print(f"nin {args.command}: error: {err}", file=sys.stderr)
+        print(f"nin {args.command}: error: {err.cli}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in _FILESYSTEM_FAULTS:

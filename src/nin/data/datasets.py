@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import nin.data.download as dl
+from nin.data.folder import DEFAULT_IMAGE_SIZE, FOLDER_SPLITS, read_folder
 from nin.data.formats import (
     DatasetError,
     cifar_arrays,
@@ -43,6 +44,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "cifar10": PAPER_SPLITS + ("test-lossless-1000", "test-jpeg75"),
     "cifar100": PAPER_SPLITS,
     "svhn": PAPER_SPLITS,
+    "folder": FOLDER_SPLITS,  # your own images: class folders under the root (nin.data.folder)
 }
 
 DIGITS = [str(d) for d in range(10)]
@@ -101,8 +103,16 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser()
 
 
+def run_root(data_dir: str | os.PathLike | None, recorded: str | None) -> str | os.PathLike | None:
+    """The data root for a trained run's data: ``data_dir`` if given (``--data-dir``), else the root the run
+    recorded while that folder still exists, else None (then ``$NIN_DATA``, then :func:`default_root`)."""
+    if data_dir is not None:
+        return data_dir
+    return recorded if recorded is not None and Path(recorded).is_dir() else None
+
+
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
-                 download: bool = False) -> LabeledImages:
+                 download: bool = False, image_size: int | None = None) -> LabeledImages:
     """Load one split of a dataset as used in the paper.
 
     Splits: ``train`` (the training images minus the validation ones: 40,000 for CIFAR, 50,000 for
@@ -116,11 +126,19 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
     and (CIFAR) extracted under the root; archives and files already there are checked against their
     MD5 and fetched again only if they differ. Missing or damaged files raise :class:`DatasetError`
     saying which file and what to do.
+
+    ``name="folder"`` reads your own images: ``root`` (required) is a folder of class folders, every file is
+    fitted to ``image_size`` (default 32) square, and the splits are ``train``, ``valid`` (10% of each class
+    held out) and ``train+valid``; see :mod:`nin.data.folder`.
     """
     if name not in SPLITS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(SPLITS)}")
     if split not in SPLITS[name]:
         raise ValueError(f"unknown split {split!r} for {name}; valid splits: {', '.join(SPLITS[name])}")
+    if name == "folder":
+        return _load_folder(split, root, image_size)
+    if image_size is not None:
+        raise ValueError(f"image_size is for the folder dataset; {name} images have their official size")
     base = resolve_root(root)
     if name in ("mnist", "fashion-mnist"):
         return _load_idx(name, split, base / name, download)
@@ -131,14 +149,32 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
     return _load_svhn(split, base / "svhn", download)
 
 
+def download_dataset(name: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Fetch every official file of ``name`` into the data root (``nin data download``) and return where they are.
+
+    Each file is checked against its published MD5 (files already there and matching are kept without touching
+    the network) and the CIFAR archives are extracted, so every split then loads without ``download=True``.
+    """
+    if name not in dl.CHECKSUMS:
+        raise ValueError(f"cannot download {name!r}; downloadable datasets: {', '.join(dl.CHECKSUMS)}")
+    base = resolve_root(root)
+    if name in _CIFAR_FILES:
+        return [_official_cifar(name, base, *_CIFAR_FILES[name], download=True)]
+    return [dl.fetch(name, filename, base / name) for filename in dl.CHECKSUMS[name]]  # mnist/, svhn/, ...
+
+
 # ------------------------------------------------------------------------------------------- helpers
 
-def _missing(name: str, split: str, path: Path, extra: str = "") -> DatasetError:
-    mirrors = dl.MIRRORS.get(name, [])
-    fetch_hint = f"pass download=True to fetch it from {mirrors[0]}, or " if mirrors else ""
+def _missing(name: str, split: str, path: Path, official: Path, root: Path, extra: str = "") -> DatasetError:
+    """The error for a missing file: how to fetch it, or which URL to put where by hand (``official``: the
+    file a download writes, which may differ from ``path``, e.g. an archive that holds it)."""
+    problem = f"{name} {split!r} needs {path}, which is missing.{extra} To fix:"
+    by_hand = f"download {dl.MIRRORS[name][0]}{official.name} and put it at {official}"
     return DatasetError(
-        f"{name} {split!r} needs {path}, which is missing.{extra} To fix: {fetch_hint}put the official file "
-        f"there by hand (the data root is root=, else $NIN_DATA, else {default_root()}).")
+        f"{problem} pass download=True to fetch it, or {by_hand} (the data root is root=, else $NIN_DATA, else "
+        f"{default_root()}).",
+        cli=f"{problem} run `nin data download {name} --data-dir {root}`, or on a machine with internet {by_hand}; "
+            f"the data root is --data-dir, else $NIN_DATA, else {default_root()} (here: {root}).")
 
 
 def _result(name: str, split: str, images: np.ndarray, labels: np.ndarray, classes: list[str], what: str,
@@ -182,7 +218,7 @@ def _idx_file(name: str, split: str, folder: Path, stem: str, download: bool) ->
         return dl.fetch(name, gz.name, folder)
     if gz.is_file():
         return gz
-    raise _missing(name, split, gz, f" An uncompressed {plain.name} would do too.")
+    raise _missing(name, split, gz, gz, folder.parent, f" An uncompressed {plain.name} would do too.")
 
 
 def _load_idx(name: str, split: str, folder: Path, download: bool) -> LabeledImages:
@@ -211,6 +247,7 @@ _CIFAR100_DIR, _CIFAR100_TAR = "cifar-100-python", "cifar-100-python.tar.gz"
 _LOSSLESS_TRAIN_DIR = "cifar-10-lossless-train-batches-py"
 _LOSSLESS_TEST_NPZ = Path("cifar-10-lossless-subset") / "test_1000.npz"
 _JPEG75_DIR = "cifar-10-jpeg75-batches-py"
+_CIFAR_FILES = {"cifar10": (_CIFAR10_DIR, _CIFAR10_TAR), "cifar100": (_CIFAR100_DIR, _CIFAR100_TAR)}
 
 
 def _official_cifar(dataset: str, root: Path, folder: str, archive: str, download: bool) -> Path | None:
@@ -256,7 +293,7 @@ def _load_cifar10(split: str, root: Path, download: bool) -> LabeledImages:
             what += " (lossless copy: exact pixels and labels)"
         source = source or _official_cifar(name, root, _CIFAR10_DIR, _CIFAR10_TAR, download)
         if source is None:
-            raise _missing(name, split, root / _CIFAR10_DIR,
+            raise _missing(name, split, root / _CIFAR10_DIR, root / _CIFAR10_TAR, root,
                            f" So are {_CIFAR10_TAR} and the lossless copy {_LOSSLESS_TRAIN_DIR}/.")
         x, y = _read_cifar(source, folder, members, "labels", 10)
         return _result(name, split, x, y, CIFAR10_CLASSES, what, source)
@@ -264,9 +301,11 @@ def _load_cifar10(split: str, root: Path, download: bool) -> LabeledImages:
     if split == "test-jpeg75":
         path = root / _JPEG75_DIR / "test_batch"
         if not path.is_file():
-            raise DatasetError(f"cifar10 'test-jpeg75' needs {path}, which is missing. It is this project's "
-                               "JPEG copy of the test set and cannot be downloaded; use split='test' with "
-                               "download=True for the official test set.")
+            problem = (f"cifar10 'test-jpeg75' needs {path}, which is missing. It is this project's JPEG copy of "
+                       "the test set and cannot be downloaded;")
+            raise DatasetError(f"{problem} use split='test' with download=True for the official test set.",
+                               cli=f"{problem} use the split test for the official test set, after `nin data "
+                                   f"download cifar10 --data-dir {root}`.")
         x, y = _read_cifar(path.parent, _JPEG75_DIR, ["test_batch"], "labels", 10)
         what = ("LOSSY JPEG-75 copy, not the official test set: decoded from quality-75 JPEGs, entries "
                 "0-999 in the official order, 1,000-9,999 grouped by class")
@@ -281,18 +320,22 @@ def _load_cifar10(split: str, root: Path, download: bool) -> LabeledImages:
                 raise DatasetError(f"{root / _LOSSLESS_TEST_NPZ}: expected 1,000 images, found {len(y):,}")
             return _result(name, split, x, y, CIFAR10_CLASSES, what, root / _LOSSLESS_TEST_NPZ)
         if source is None:
-            raise _missing(name, split, root / _CIFAR10_DIR / "test_batch",
+            raise _missing(name, split, root / _CIFAR10_DIR / "test_batch", root / _CIFAR10_TAR, root,
                            f" So are {_CIFAR10_TAR} and {_LOSSLESS_TEST_NPZ}.")
         x, y = _read_cifar(source, _CIFAR10_DIR, ["test_batch"], "labels", 10)
         return _result(name, split, x[:1000].copy(), y[:1000].copy(), CIFAR10_CLASSES, what, source)
 
     if source is None:  # split == "test"
+        problem = (f"cifar10 'test' needs the official test batch: neither {root / _CIFAR10_DIR / 'test_batch'} nor "
+                   f"{root / _CIFAR10_TAR} exists. This root has no official CIFAR-10 test set. Use")
+        url = f"{dl.MIRRORS[name][0]}{_CIFAR10_TAR}"
         raise DatasetError(
-            f"cifar10 'test' needs the official test batch: neither {root / _CIFAR10_DIR / 'test_batch'} nor "
-            f"{root / _CIFAR10_TAR} exists. This root has no official CIFAR-10 test set. Use "
-            "split='test-lossless-1000' (official test images 0-999, exact) or split='test-jpeg75' (all "
-            "10,000, LOSSY JPEG-75 copy), or pass download=True to fetch the official archive "
-            f"({dl.MIRRORS[name][0]}{_CIFAR10_TAR}) into a writable root.")
+            f"{problem} split='test-lossless-1000' (official test images 0-999, exact) or split='test-jpeg75' (all "
+            f"10,000, LOSSY JPEG-75 copy), or pass download=True to fetch the official archive ({url}) into a "
+            "writable root.",
+            cli=f"{problem} the split test-lossless-1000 (official test images 0-999, exact) or test-jpeg75 (all "
+                f"10,000, LOSSY JPEG-75 copy) (--split of nin eval and explain, test_splits of a recipe), or run "
+                f"`nin data download cifar10 --data-dir {root}` to fetch the official archive ({url}).")
     x, y = _read_cifar(source, _CIFAR10_DIR, ["test_batch"], "labels", 10)
     return _result(name, split, x, y, CIFAR10_CLASSES, "the official test images", source)
 
@@ -301,7 +344,7 @@ def _load_cifar100(split: str, root: Path, download: bool) -> LabeledImages:
     name = "cifar100"
     source = _official_cifar(name, root, _CIFAR100_DIR, _CIFAR100_TAR, download)
     if source is None:
-        raise _missing(name, split, root / _CIFAR100_DIR, f" So is {_CIFAR100_TAR}.")
+        raise _missing(name, split, root / _CIFAR100_DIR, root / _CIFAR100_TAR, root, f" So is {_CIFAR100_TAR}.")
     part = "test" if split == "test" else "train"
     batches = read_cifar_members(source, _CIFAR100_DIR, [part, "meta"])
     classes = cifar_label_names(batches["meta"], "fine_label_names", 100, f"{source}/meta")
@@ -312,6 +355,17 @@ def _load_cifar100(split: str, root: Path, download: bool) -> LabeledImages:
     return _result(name, split, x, y, classes, what + " (fine labels)", source)
 
 
+# ----------------------------------------------------------------------------------- your own images
+
+def _load_folder(split: str, root: str | os.PathLike | None, image_size: int | None) -> LabeledImages:
+    if root is None:  # $NIN_DATA and the cache hold the paper's datasets, never one's class folders
+        problem = "the folder dataset reads your own images: a folder of class folders (PATH/CLASS/IMAGE.png);"
+        raise DatasetError(f"{problem} give it as root=", cli=f"{problem} give it with --data-dir PATH")
+    base = Path(root).expanduser()
+    x, y, classes, what = read_folder(base, split, image_size or DEFAULT_IMAGE_SIZE)
+    return _result("folder", split, x, y, classes, what, base)
+
+
 # ------------------------------------------------------------------------------------------- SVHN
 
 def _svhn_file(split: str, folder: Path, filename: str, download: bool) -> Path:
@@ -319,7 +373,7 @@ def _svhn_file(split: str, folder: Path, filename: str, download: bool) -> Path:
         return dl.fetch("svhn", filename, folder)
     path = folder / filename
     if not path.is_file():
-        raise _missing("svhn", split, path)
+        raise _missing("svhn", split, path, path, folder.parent)
     return path
 
 

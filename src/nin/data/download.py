@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -86,8 +87,7 @@ def download_file(urls: Sequence[str], dest: Path, md5: str, *, progress: bool =
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DatasetError(f"cannot create {dest.parent} to download {dest.name} into ({e}); pass a "
-                           "writable root= (or set NIN_DATA)") from e
+        raise _unwritable(f"cannot create {dest.parent} to download {dest.name} into ({e})") from e
     failures = []
     for url in urls:
         tmp = _temp_beside(dest)
@@ -106,11 +106,15 @@ def download_file(urls: Sequence[str], dest: Path, md5: str, *, progress: bool =
             return dest
         tmp.unlink()
         failures.append(f"{url}: downloaded, but its md5 is {got}")
-    tried = "\n  ".join(failures) or "(no URL configured)"
-    raise DatasetError(
-        f"could not download {dest.name} (expected md5 {md5}). Tried:\n  {tried}\n"
-        f"If this machine is offline, fetch the file elsewhere from one of those URLs, check its md5 and "
-        f"put it at {dest}, then call load_dataset again.")
+    problem = (f"could not download {dest.name} ({'; '.join(failures) or 'no URL configured'}). If this machine is "
+               f"offline, download {urls[0] if urls else dest.name} on one with internet, check that its md5 is {md5} "
+               f"and put it at {dest}, then")
+    raise DatasetError(f"{problem} call load_dataset again.", cli=f"{problem} run the command again.")
+
+
+def _unwritable(problem: str) -> DatasetError:
+    return DatasetError(f"{problem}; pass a writable root= (or set NIN_DATA)",
+                        cli=f"{problem}; pass a writable --data-dir (or set $NIN_DATA)")
 
 
 def _temp_beside(dest: Path) -> Path:
@@ -118,8 +122,7 @@ def _temp_beside(dest: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     except OSError as e:
-        raise DatasetError(f"cannot write {dest.name} into {dest.parent} ({e}); pass a writable root= "
-                           "(or set NIN_DATA)") from e
+        raise _unwritable(f"cannot write {dest.name} into {dest.parent} ({e})") from e
     os.close(fd)
     return Path(name)
 
@@ -129,8 +132,8 @@ def _stream(url: str, path: Path, desc: str, progress: bool) -> None:
     with open(path, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not progress,
-                  leave=False) as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                  disable=not (progress and sys.stderr.isatty()), leave=False) as bar:
             for block in iter(lambda: response.read(_CHUNK), b""):
                 out.write(block)
                 bar.update(len(block))

@@ -20,6 +20,7 @@ import numpy as np
 from nin.errors import NinError
 
 _REDOWNLOAD = "delete it and fetch it again (load_dataset(..., download=True) downloads missing files)"
+_REDOWNLOAD_CLI = "delete it and fetch it again with `nin data download NAME` (NAME: its dataset)"
 
 # Errors a parser raises on a damaged file; anything else (MemoryError, KeyboardInterrupt) propagates.
 _PARSE_ERRORS = (
@@ -32,9 +33,14 @@ class DatasetError(NinError):
     """A data file is missing, damaged or not what it claims to be; the message says which and what to do."""
 
 
+def refetch(problem: str) -> DatasetError:
+    """An error about a file that must be fetched again, with the remedy in Python's and the CLI's words."""
+    return DatasetError(f"{problem}; {_REDOWNLOAD}.", cli=f"{problem}; {_REDOWNLOAD_CLI}.")
+
+
 def damaged(path: Path | str, what: str) -> DatasetError:
     """The standard error for a file whose content is wrong."""
-    return DatasetError(f"{path}: {what}. The file is damaged or not the official one; {_REDOWNLOAD}.")
+    return refetch(f"{path}: {what}. The file is damaged or not the official one")
 
 
 # ---------------------------------------------------------------------------------------------- IDX
@@ -150,8 +156,8 @@ def read_cifar_members(source: Path, folder: str, members: Iterable[str]) -> dic
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
-                raise DatasetError(f"{path} is missing: {source} should hold the official CIFAR files "
-                                   f"{', '.join(wanted)}; {_REDOWNLOAD}.") from None
+                raise refetch(f"{path} is missing: {source} should hold the official CIFAR files "
+                              f"{', '.join(wanted)}") from None
             out[name] = read_cifar_pickle(data, str(path))
         return out
     found: dict[str, dict[str, object]] = {}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nin.data import run_root
 from nin.errors import NinError
 from nin.train import Recipe, Trainer, load_recipe
 from nin.train.metrics import read_metrics
@@ -101,7 +102,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     """Re-train the record's recipe for its first ``epochs`` epochs (same schedule, seed and data) and compare.
 
     The test splits are evaluated and compared only when ``epochs`` covers the whole record, since the record
-    holds them for its last epoch only. The rerun's files go to ``out_dir``, or to a temporary folder.
+    holds them for its last epoch only. The rerun's files go to ``out_dir``, or to a temporary folder. The data
+    comes from ``data_root``, else from the root the record names while it exists, else ``$NIN_DATA``.
     """
     record = Path(record)
     recipe_path, recorded_rows, summary = _read_record(record)
@@ -117,7 +119,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
         overrides["test_splits"] = []
     if device is not None:
         overrides["device"] = device
-    recipe = dataclasses.replace(recipe, **overrides, model_args=_args_as_run(recipe, summary.get("date", "")))
+    recipe = dataclasses.replace(recipe, **overrides, model_args=args_as_run(recipe, summary.get("date", "")))
+    data_root = run_root(data_root, summary.get("data", {}).get("root"))
 
     with tempfile.TemporaryDirectory(prefix="nin-check-") as scratch:
         trainer = Trainer(recipe, out_dir or scratch, data_root=data_root, stop_after=epochs,
@@ -140,7 +143,7 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
     return result
 
 
-def _args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
+def args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
     """The recipe's model arguments with the defaults of the day the record was written."""
     args = dict(recipe.model_args)
     for model, name, old_default, changed in CHANGED_MODEL_DEFAULTS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from nin.inference.predict import read_image
+from nin.data.images import read_image
 from nin.inference.pretrained import open_trained
 from nin.inference.trained import TrainedModel
 from nin.utils.atomic import atomic_write
@@ -154,13 +155,19 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
 
 
 def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), split: str = "test", n: int = 8,
-                    out: str | os.PathLike = "explain", data_dir: str | os.PathLike | None = None) -> list[str]:
-    """``nin explain``: figures for image files, or for the first ``n`` images of the checkpoint's dataset split."""
+                    out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """``nin explain``: figures for image files, or for the first ``n`` images of the checkpoint's dataset split.
+
+    They go to ``out``, else to ``explain/`` in the checkpoint's (run's) folder, else (shipped weights named
+    by their model) to ``explain/`` in the current folder. The split is read from ``data_dir``, else from the
+    data root the run recorded (:meth:`TrainedModel.load_split`)."""
     trained = open_trained(checkpoint)
+    if out is None:
+        out = Path(checkpoint).parent / "explain" if Path(checkpoint).is_file() else Path("explain")
     if images:
         batch = torch.stack([read_image(path, trained.input_size) for path in images])
         return explain_to_files(trained, batch, out, names=[os.path.basename(p) for p in images])
-    data = trained.load_split(split, root=data_dir)
+    data = trained.load_split(split, data_dir)
     return explain_to_files(trained, data.images[:n], out, labels=data.labels[:n].tolist(),
                             names=[f"{split} #{i}" for i in range(min(n, len(data)))])
 

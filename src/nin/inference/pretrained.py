@@ -126,10 +126,12 @@ def create_model(name: str, pretrained: bool = False, preprocess: bool = True, *
     preprocessed input. Without ``pretrained``, ``kwargs`` go to the model's builder (``num_classes``,
     ``batch_norm``, ...); a weights name builds that weights' architecture, untrained.
     """
-    card = None if name in list_models() and not pretrained else get_pretrained(name)
     if not pretrained:
-        return build_model(name, **kwargs) if card is None else build_model(card.model, **{
-            **read_weights(card.file).model_args, **kwargs})
+        if name not in list_pretrained():  # a model name (or an unknown one, which the registry names alike)
+            return build_model(name, **kwargs)
+        card = get_pretrained(name)
+        return build_model(card.model, **{**read_weights(card.file).model_args, **kwargs})
+    card = get_pretrained(name)
     if kwargs:
         raise WeightsError(f"{name}: pretrained=True builds the network the weights were trained as; remove "
                            f"{', '.join(sorted(kwargs))}")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nin.checkpoint import CheckpointError, load_checkpoint, require_finite
-from nin.data import SPLITS, DatasetError, LabeledImages, Pipeline, load_dataset
+from nin.data import SPLITS, DatasetError, LabeledImages, Pipeline, load_dataset, run_root
 from nin.models import create_model
 
 
@@ -50,6 +50,29 @@ class TrainedModel:
     input_size: tuple[int, int, int]
     recipe: dict[str, Any]
     history: list[dict[str, Any]]
+    data: dict[str, Any] | None = None  # what the run recorded of its data (root, splits); None before it did
+
+    def load_split(self, split: str, data_dir: str | os.PathLike | None = None) -> LabeledImages:
+        """A split of the data this network was trained on: from ``data_dir``, else from the root its run
+        recorded while that folder exists (else ``$NIN_DATA``, else the cache); a folder dataset's files are
+        fitted to the network's input size. A network from elsewhere may name no dataset nin can load, and is
+        then refused with what to use instead."""
+        if self.dataset not in SPLITS:
+            raise DatasetError(f"this network was trained on {self.dataset!r}, which is not a dataset nin can load "
+                               f"({', '.join(SPLITS)}); give it image files instead (nin predict, nin explain)")
+        if split not in SPLITS[self.dataset]:
+            raise DatasetError(f"this network was trained on {self.dataset!r}, which has no split {split!r}; "
+                               f"its splits: {', '.join(SPLITS[self.dataset])}")
+        recorded = (self.data or {}).get("root")
+        size = self.input_size[-1] if self.dataset == "folder" else None
+        root = run_root(data_dir, recorded)
+        try:
+            return load_dataset(self.dataset, split, root=root, image_size=size)
+        except DatasetError as err:
+            if root is not None or recorded is None:
+                raise
+            note = f" (the run was trained on data under {recorded}, which no longer exists)"
+            raise DatasetError(f"{err}{note}", cli=f"{err.cli}{note}") from None
 
     def check_images(self, images: torch.Tensor, what: str) -> None:
         """Refuse images of another size or channel count than the network was trained on."""
@@ -58,17 +81,6 @@ class TrainedModel:
             raise CheckpointError(
                 f"this network was trained on {c}×{h}×{w} images ({self.dataset}), but {what} holds "
                 f"{'×'.join(map(str, images.shape[1:]))} images: evaluate it on data like its training data")
-
-    def load_split(self, split: str, root: str | os.PathLike | None = None) -> LabeledImages:
-        """A split of the dataset the network was trained on; a network from elsewhere may name none that nin
-        can load, and is then refused with what to use instead."""
-        if self.dataset not in SPLITS:
-            raise DatasetError(f"this network was trained on {self.dataset!r}, which is not a dataset nin can load "
-                               f"({', '.join(SPLITS)}); give it image files instead (nin predict, nin explain)")
-        if split not in SPLITS[self.dataset]:
-            raise DatasetError(f"this network was trained on {self.dataset!r}, which has no split {split!r}; "
-                               f"its splits: {', '.join(SPLITS[self.dataset])}")
-        return load_dataset(self.dataset, split, root=root)
 
     def preprocessed(self) -> Preprocessed:
         """The network with its preprocessing in front (raw 0..255 pixels in), in eval mode."""
@@ -109,7 +121,8 @@ def trained_from_state(state: dict[str, Any], path: str | os.PathLike,
         raise CheckpointError(f"checkpoint {path} has damaged metadata: classes {classes!r}, dataset {dataset!r}; "
                               "use the checkpoint as `nin train` wrote it")
     return TrainedModel(model.to(device), state["model_name"], dict(state["model_args"]), preprocess.to(device),
-                        list(classes), dataset, input_size, state.get("recipe", {}), list(state.get("history", [])))
+                        list(classes), dataset, input_size, state.get("recipe", {}), list(state.get("history", [])),
+                        state.get("data"))
 
 
 def check_input_size(model: nn.Module, size: Any, source: str) -> tuple[int, int, int]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from nin.data import Augment, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset
+from nin.data import Augment, DeviceLoader, LabeledImages, Pipeline, build_pipeline, load_dataset, resolve_root
 from nin.inference.evaluate import resident_dtype
 from nin.train.health import TrainingError
 from nin.train.recipe import Recipe
@@ -38,7 +38,14 @@ class TrainingData:
         return list(self.train.images.shape[1:])
 
     def load(self, split: str) -> LabeledImages:
-        return load_dataset(self.recipe.dataset, split, root=self.root)
+        return load_recipe_split(self.recipe, split, self.root)
+
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint and the summary keep of the data, so `nin eval / explain / check` find it again:
+        the absolute root it was read from and the recipe's splits."""
+        return {"dataset": self.recipe.dataset, "root": str(resolve_root(self.root).resolve()),
+                "train_split": self.recipe.train_split, "train": self.train.description,
+                "eval_split": self.recipe.eval_split, "test_splits": list(self.recipe.test_splits)}
 
     def prepare(self, data: LabeledImages) -> tuple[torch.Tensor, torch.Tensor]:
         """A split preprocessed as in training, in the resident dtype, on the device."""
@@ -46,12 +53,17 @@ class TrainingData:
         return images.to(self.device, resident_dtype(self.recipe.precision)), data.labels.to(self.device)
 
 
+def load_recipe_split(recipe: Recipe, split: str, root: str | Path | None) -> LabeledImages:
+    """One split of the recipe's dataset (a folder dataset's files fitted to the recipe's image_size)."""
+    return load_dataset(recipe.dataset, split, root=root, image_size=recipe.image_size)
+
+
 def load_training_data(recipe: Recipe, root: str | Path | None, device: torch.device, world: World,
                        preprocess_spec: dict[str, Any] | None = None, verbose: bool = True) -> TrainingData:
     """Load the recipe's splits, fit the preprocessing on the training split (or restore ``preprocess_spec``,
     on a resume) and put the preprocessed training images on the device behind a shuffling loader."""
     def load(role: str, split: str) -> LabeledImages:
-        data = load_dataset(recipe.dataset, split, root=root)
+        data = load_recipe_split(recipe, split, root)
         if verbose:
             print(f"{role}: {data.description}", file=sys.stderr)
         return data

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nin.checkpoint import load_checkpoint, require_finite, save_checkpoint
-from nin.data import DatasetError
+from nin.data import DatasetError, run_root
 from nin.errors import NinError
 from nin.inference.evaluate import EvalResult, autocast, evaluate
 from nin.models import create_model
@@ -38,6 +39,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device cuda was asked for but this machine has no CUDA GPU; use --device cpu")
     return torch.device(name)
+
+
+def progress_bar_wanted() -> bool:
+    """A per-step bar on a terminal only: in a log file each of its updates would be a line, and the epoch's summary
+    line says it all. ``NIN_PROGRESS=bar`` forces the bar (for a tool that reads it from a pipe, as
+    benchmarks/crash_test.py does), ``NIN_PROGRESS=epoch`` the lines."""
+    forced = os.environ.get("NIN_PROGRESS")
+    return forced == "bar" if forced in ("bar", "epoch") else sys.stderr.isatty()
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
@@ -137,6 +146,8 @@ class Trainer:
     def _setup(self, data_root: str | Path | None, resume: bool) -> None:
         recipe = self.recipe
         state = self._resume_state() if resume else None
+        if state:  # without --data-dir, the data the checkpoint was trained on, while it is there
+            data_root = run_root(data_root, state.get("data", {}).get("root"))
 
         torch.manual_seed(recipe.seed)
         self.data = load_training_data(recipe, data_root, self.device, self.world,
@@ -221,6 +232,7 @@ class Trainer:
             "classes": list(self.classes),
             "dataset": self.recipe.dataset,
             "input_size": self.data.input_size,
+            "data": self.data.record(),
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -234,8 +246,8 @@ class Trainer:
         n_total = len(self.data.train.labels)
         # loss sum, correct, count, then for each class the steps where its logit was not zero for some image
         totals = torch.zeros(3 + self.num_classes, dtype=torch.float64, device=self.device)
-        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not self.progress,
-                   leave=False, unit="batch")
+        bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                   disable=not (self.progress and progress_bar_wanted()), leave=False, unit="batch")
         last_step = len(self.loader) - 1
         start = time.perf_counter()
         for step, (x, y) in enumerate(self.loader):
@@ -252,7 +264,7 @@ class Trainer:
                 totals[3:] += (logits != 0).any(0)
             self.health.after_step(epoch, step, last_step, totals[0], logits, self._kept)
             bar.update()
-            if self.progress and step % (10 * self.health.check_every) == 0:
+            if not bar.disable and step % (10 * self.health.check_every) == 0:
                 bar.set_postfix(loss=f"{totals[0].item() / max(totals[2].item(), 1):.3f}")
         bar.close()
         seconds = time.perf_counter() - start
@@ -347,7 +359,7 @@ class Trainer:
     def _write_records(self) -> None:
         write_metrics(self.out_dir / "metrics.jsonl", self.history)
         plot_curves(self.out_dir / "curves.png", self.history, f"{self.recipe.name}: {self.recipe.model}",
-                    self.recipe.paper_error)
+                    self.recipe.paper_error, self.recipe.peer_error)
 
     def _finish(self) -> dict[str, Any] | None:
         tests: dict[str, Any] = {}
@@ -355,7 +367,7 @@ class Trainer:
             try:
                 data = self.data.load(split)
             except DatasetError as err:
-                tests[split] = {"skipped": str(err)}
+                tests[split] = {"skipped": err.cli}
                 continue
             result = self._evaluate(*self.data.prepare(data))
             tests[split] = {"description": data.description, "lossy": data.lossy, "images": result.count,
@@ -373,6 +385,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "train_images": len(self.data.train.labels),
             "train_split": self.data.train.description,
+            "data": self.data.record(),
             "eval_split": self.recipe.eval_split,  # the split that "final" calls valid_error
             "final": self.history[-1] if self.history else None,
             "tests": tests,

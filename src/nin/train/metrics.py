@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
+
 from nin.utils.atomic import atomic_write, atomic_write_text
 
 
@@ -18,28 +21,44 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]], title: str,
-                paper_error: float | None = None) -> None:
-    """Loss and error per epoch for training and validation, with the paper's error as a line."""
-    import matplotlib
+class _PlainLog(LogFormatter):
+    """Matplotlib's choice of which log ticks to label, written as plain numbers (0.5, 20) instead of 5×10⁻¹."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
+
+def curves_figure(history: list[dict[str, Any]], title: str, paper_error: float | None = None,
+                  peer_error: float | None = None) -> Figure:
+    """Loss and error per epoch for training and validation, with the paper's (or a peer's) error as a line.
+
+    The error axis is logarithmic, so MNIST's last tenths of a percent stay readable beside the first epoch's
+    tens; epochs are whole-numbered ticks, and the rate drops are dotted red lines with a legend entry."""
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_err = fig.subplots(1, 2)
     for key, label in (("train", "train (running, in training mode)"), ("valid", "held-out")):
         if any(row.get(f"{key}_loss") is not None for row in history):
             ax_loss.plot(epochs, [row.get(f"{key}_loss") for row in history], label=label)
             ax_err.plot(epochs, [row.get(f"{key}_error") for row in history], label=label)
-    if paper_error is not None:
-        ax_err.axhline(paper_error, color="grey", linestyle="--", label=f"paper {paper_error}%")
-    for drop in history[-1].get("lr_drops", []) if history else []:
-        ax_err.axvline(drop + 1, color="red", alpha=0.3)
+    for error, who in ((paper_error, "paper"), (peer_error, "peer")):
+        if error is not None:
+            ax_err.axhline(error, color="grey", linestyle="--" if who == "paper" else ":", label=f"{who} {error}%")
+    for i, drop in enumerate(history[-1].get("lr_drops", []) if history else []):
+        ax_err.axvline(drop + 1, color="red", alpha=0.4, linestyle=":", label="rate ÷10" if i == 0 else None)
+    for ax in (ax_loss, ax_err):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_err.set(xlabel="epoch", ylabel="error (%)", title="error", ylim=(0, None))
+    ax_err.set(xlabel="epoch", ylabel="error (%, log scale)", title="error", yscale="log")
+    ax_err.yaxis.set_major_formatter(_PlainLog())
+    ax_err.yaxis.set_minor_formatter(_PlainLog(labelOnlyBase=False))
     ax_err.legend()
     fig.suptitle(title)
-    fig.tight_layout()
+    return fig
+
+
+def plot_curves(path: str | os.PathLike, history: list[dict[str, Any]], title: str,
+                paper_error: float | None = None, peer_error: float | None = None) -> None:
+    """Write :func:`curves_figure` as a PNG, atomically."""
+    fig = curves_figure(history, title, paper_error, peer_error)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)

@@ -47,6 +47,7 @@ class Recipe:
     eval_split: str | None = "valid"  # evaluated after every epoch
     test_splits: list[str] = field(default_factory=lambda: ["test"])  # evaluated at the end
     subset: int | None = None  # the first N training images, for quick runs
+    image_size: int | None = None  # dataset "folder" only: the side every image is fitted to (None: 32)
     preprocess: list[Any] = field(default_factory=lambda: ["unit"])
     augment_pad: int = 0
     augment_flip: bool = False
@@ -154,7 +155,8 @@ def _type_matches(value: Any, annotation: Any) -> bool:
 
 def _check(name: str, key: str, value: Any, where: str) -> Any:
     if key not in _FIELDS:
-        raise RecipeError(f"{where}: unknown recipe key {key!r}; known keys: {', '.join(_FIELDS)}")
+        fetch = " (a download is a command of its own: nin data download NAME)" if key == "download" else ""
+        raise RecipeError(f"{where}: unknown recipe key {key!r}{fetch}; known keys: {', '.join(_FIELDS)}")
     hint = typing.get_type_hints(Recipe)[key]
     if not _type_matches(value, hint):
         expected = getattr(hint, "__name__", str(hint)).replace("typing.", "")
@@ -172,6 +174,9 @@ def _check_names(recipe: Recipe, where: str) -> None:
                        *[("test_splits", s) for s in recipe.test_splits]]:
         if split is not None and split not in splits:
             raise RecipeError(f"{where}: {key} {split!r} is not a split of {recipe.dataset}; splits: {', '.join(splits)}")
+    if recipe.image_size is not None and (recipe.dataset != "folder" or recipe.image_size < 1):
+        raise RecipeError(f"{where}: image_size = {recipe.image_size} is for dataset = \"folder\" (your own images), "
+                          "as a positive number of pixels; the other datasets have their official size")
     if recipe.model not in list_models():
         raise RecipeError(f"{where}: model = {recipe.model!r} is unknown; models: {', '.join(list_models())}")
     try:
