@@ -106,7 +106,7 @@ def plateau_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[i
 def plateau_recipe(labels: list[int]):
     return recipe_from_dict(scripted_recipe(
         labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, wrong=WRONG, weight_lr_mult=0.1, bias_lr_mult=0.2,
-        epochs=40, lr=LR, schedule="paper", plateau_patience=PATIENCE, plateau_min_delta=MIN_DELTA,
+        noise=True, epochs=40, lr=LR, schedule="paper", plateau_patience=PATIENCE, plateau_min_delta=MIN_DELTA,
         plateau_max_drops=2, hold_bias_rates=True), "test")
 
 
@@ -143,7 +143,8 @@ def test_paper_rule_drops_twice_then_stops_through_the_trainer(plateau_root, tmp
 
 def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path) -> None:
     """Catches a schedule whose state (best error, epochs without improvement, drops) is not saved or restored:
-    cut after epoch 9, one epoch into a wait, the resumed run must still divide after epoch 10."""
+    cut after epoch 9, one epoch into a wait, the resumed run must still divide after epoch 10. The records must
+    equal the uninterrupted run's, losses included, so the random generator must be restored too."""
     root, labels = plateau_root
     cut = Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False, stop_after=9)
     assert cut.fit()["epochs_run"] == 9
