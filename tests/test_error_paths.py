@@ -15,7 +15,8 @@ from _checkpoints import synthetic_checkpoint
 
 # the code under test: keep these imports together, so they are easy to re-point when modules move
 from nin.cli import main
-from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
+from nin.train import (CheckpointError, Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe,
+                       save_checkpoint)
 from nin.weights import Weights, WeightsError, read_weights, save_weights, weights_from_checkpoint
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without a CUDA GPU")
@@ -47,6 +48,46 @@ def test_a_checkpoint_of_another_format_is_refused(tmp_path: Path, capsys: pytes
     assert main(["eval", str(path)]) == 2
     assert capsys.readouterr().err == (f"nin eval: error: {path} is not a nin checkpoint (expected format "
                                        "'nin-checkpoint-v1')\n")
+
+
+def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {tmp_path / 'none.pt'} does not exist; give the path of "
+                                              r"a \.pt file written by `nin train`$"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+class _NotPlainData:
+    """Any class: a checkpoint holding one of its objects would run code to unpickle it."""
+
+
+def test_a_checkpoint_holding_objects_is_refused_without_unpickling_them(tmp_path: Path) -> None:
+    path = tmp_path / "objects.pt"
+    torch.save({"format": "nin-checkpoint-v1", "model": _NotPlainData()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"checkpoint {path} was refused: it holds objects other than tensors and plain "
+                                     "data (")
+    assert str(err.value).endswith("). nin never unpickles arbitrary objects; only load checkpoints written by "
+                                   "`nin train`")
+
+
+def test_a_checkpoint_whose_content_no_longer_matches_its_digest_is_refused(tmp_path: Path) -> None:
+    """A weight changed inside an intact file (a rewrite by another tool, a bug): the SHA-256 saved with the
+    content tells. A checkpoint from before digests existed still loads."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(4.0)}, "epoch": 3})
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"format", "model", "epoch", "sha256"}
+    state["model"]["w"][2] = 7.0
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {path} is damaged: its content does not match the "
+                                              r"SHA-256 saved with it; delete it and train again \(or resume from a "
+                                              r"good copy\)$"):
+        load_checkpoint(path)
+    del state["sha256"]
+    torch.save(state, path)
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.tensor([0.0, 1.0, 7.0, 3.0]))
 
 
 # ------------------------------------------------------------------------------------------ WeightsError

@@ -15,8 +15,9 @@ from torch import nn
 # the code under test: keep these imports together, so they are easy to re-point when modules move
 from nin.train import evaluate
 
-# logits of the five images (the model passes them through) and their labels
-LOGITS = [[2.0, 0.0], [0.0, 1.0], [1.0, 1.5], [3.0, 0.0], [0.0, 2.0]]
+# logits of the five images (the model passes them through) and their labels; not representable in 16 bits, so an
+# evaluation that ran in fp16 or bf16 when asked for fp32 would be off by far more than the tolerance
+LOGITS = [[2.0, 0.1], [0.3, 1.7], [1.1, 1.55], [3.3, 0.2], [0.4, 2.2]]
 LABELS = [0, 1, 0, 1, 1]
 
 
@@ -29,7 +30,7 @@ def cross_entropy_by_hand(logits: list[float], label: int) -> float:
 PER_IMAGE = [cross_entropy_by_hand(z, y) for z, y in zip(LOGITS, LABELS)]
 LOSS = sum(PER_IMAGE) / 5  # per image: what evaluation must report
 LOSS_PER_BATCH = (sum(PER_IMAGE[0:2]) / 2 + sum(PER_IMAGE[2:4]) / 2 + PER_IMAGE[4]) / 3  # the bug's answer
-# image 3 ([1, 1.5], label 0) and image 4 ([3, 0], label 1) are wrong: 2 of 5
+# image 3 ([1.1, 1.55], label 0) and image 4 ([3.3, 0.2], label 1) are wrong: 2 of 5
 ERROR = 40.0
 PER_CLASS = [50.0, 100.0 * 2 / 3]  # class 0: images 1 and 3, one right; class 1: images 2, 4, 5, two right
 
@@ -80,3 +81,14 @@ def test_evaluation_on_an_empty_split_is_a_clear_error() -> None:
     """The documented error path: nothing to average over."""
     with pytest.raises(ValueError, match="^cannot evaluate on an empty split$"):
         evaluate(dropout_model(), torch.empty(0, 1, 1, 2), torch.empty(0, dtype=torch.int64), num_classes=2)
+
+
+def test_channels_last_and_bf16_evaluation_agree_with_the_hand_values() -> None:
+    """The options the recipes use on CPUs: channels-last input changes nothing; bf16 autocast changes the logits
+    by its rounding only (8 bits of mantissa: well under 1% of this loss), and these errors not at all."""
+    model, (x, y) = dropout_model().train(), data()
+    result = evaluate(model, x, y, num_classes=2, batch_size=2, channels_last=True)
+    assert result.loss == pytest.approx(LOSS, rel=1e-6) and result.error == pytest.approx(ERROR)
+    bf16 = evaluate(model, x, y, num_classes=2, batch_size=2, precision="bf16")
+    assert bf16.loss == pytest.approx(LOSS, rel=1e-2) and bf16.loss != pytest.approx(LOSS, rel=1e-6)
+    assert bf16.error == pytest.approx(ERROR) and model.training

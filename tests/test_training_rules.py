@@ -17,7 +17,8 @@ from _scripted import scripted_recipe, tiny_root
 from torch import nn
 
 # the code under test: keep these imports together, so they are easy to re-point when modules move
-from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe
+from nin.models import create_model, param_groups
+from nin.train import Trainer, TrainingError, apply_overrides, load_checkpoint, load_recipe, save_checkpoint
 from nin.train.metrics import read_metrics
 from nin.train.recipe import recipe_from_dict
 
@@ -141,7 +142,8 @@ def test_paper_rule_drops_twice_then_stops_through_the_trainer(plateau_root, tmp
         assert rates["bias"] == pytest.approx(0.2 * LR, rel=2e-3), step
 
 
-def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path) -> None:
+def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
     """Catches a schedule whose state (best error, epochs without improvement, drops) is not saved or restored:
     cut after epoch 9, one epoch into a wait, the resumed run must still divide after epoch 10. The records must
     equal the uninterrupted run's, losses included, so the random generator must be restored too."""
@@ -149,7 +151,9 @@ def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path
     cut = Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False, stop_after=9)
     assert cut.fit()["epochs_run"] == 9
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 9
+    capsys.readouterr()
     resumed = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False)
+    assert f"resumed from {tmp_path / 'last.pt'} after epoch 9\n" in capsys.readouterr().err
     probe = RateProbe(resumed.model, resumed.optimizer)
     summary = resumed.fit()
     rows = read_metrics(tmp_path / "metrics.jsonl")
@@ -163,6 +167,29 @@ def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path
     whole = Trainer(plateau_recipe(labels), tmp_path / "whole", data_root=root, progress=False)
     whole.fit()
     assert _timeless(read_metrics(tmp_path / "whole" / "metrics.jsonl")) == _timeless(rows)
+
+    # the rule said stop: resuming that run (its recipe allows 40 epochs) trains no further epoch
+    again = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False)
+    assert again.fit()["epochs_run"] == LAST_EPOCH
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == LAST_EPOCH
+
+
+def test_a_checkpoint_from_before_the_rate_multipliers_resumes_with_them(plateau_root, tmp_path: Path) -> None:
+    """A checkpoint written before the optimizer's groups held ``lr_mult`` and ``bias``: the resumed run takes
+    them from the recipe's model and applies the multiplied rates. Catches a resume that drops the new keys."""
+    root, labels = plateau_root
+    Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False, stop_after=2).fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        del group["lr_mult"], group["bias"]
+    save_checkpoint(tmp_path / "last.pt", {k: v for k, v in state.items() if k != "format"})
+    resumed = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False, stop_after=3)
+    probe = RateProbe(resumed.model, resumed.optimizer)
+    resumed.fit()
+    assert len(probe.steps) == 3  # epoch 3, before the first drop
+    for rates in probe.steps:
+        assert rates["weight"] == pytest.approx(0.1 * LR, rel=2e-3) and rates["bias"] == pytest.approx(0.2 * LR,
+                                                                                                      rel=2e-3)
 
 
 # -------------------------------------------------------------- per-layer rates of the authors' CIFAR-10 recipe
@@ -203,6 +230,41 @@ def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_
         for name, mult in expected_mult.items():
             factor = 1.0 if name.endswith("bias") else 0.1 ** epoch
             assert rates[name] == pytest.approx(LR * mult * factor, rel=1e-6), (epoch, name)
+
+
+AUTHORS = {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2}
+
+
+@pytest.mark.parametrize("name, kwargs, last_weight, last_bias, other_bias", [
+    ("nin_cifar10_fc", AUTHORS, 0.1, 0.2, 2.0),
+    ("nin_cifar10", AUTHORS, 0.1, 0.2, 2.0),
+    ("nin_cifar10", {"last_layer_lr_mult": 0.1}, 0.1, 0.2, 2.0),  # the last bias's default: bias x last layer
+    ("nin_mnist", {}, 1.0, 1.0, 1.0),  # no multipliers unless asked for
+])
+def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_weight: float, last_bias: float,
+                                               other_bias: float) -> None:
+    """The optimizer's groups, checked per parameter: rate = lr x multiplier, weight decay on weights only, ``bias``
+    set on the undecayed groups. With a fully connected head (Table 5's ablation) the last layer is that head, not
+    the last convolution. Catches multipliers given to the wrong layer or with wrong defaults, decay on biases, or
+    groups that merge different multipliers."""
+    model = create_model(name, **kwargs)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    last = layers[-1]
+    assert isinstance(last, nn.Linear if name.endswith("_fc") else nn.Conv2d)
+    groups = param_groups(model, 0.5, 1e-4)
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    assert len(group_of) == sum(1 for _ in model.parameters())
+    for layer in layers:
+        for kind, p in (("weight", layer.weight), ("bias", layer.bias)):
+            if layer is last:
+                mult = last_weight if kind == "weight" else last_bias
+            else:
+                mult = 1.0 if kind == "weight" else other_bias
+            g = group_of[id(p)]
+            assert (g["lr"], g["lr_mult"], g["bias"]) == (pytest.approx(0.5 * mult), pytest.approx(mult),
+                                                          kind == "bias")
+            assert g["weight_decay"] == (1e-4 if kind == "weight" else 0.0)
+    assert len(groups) == len({(g["lr_mult"], g["bias"]) for g in groups})
 
 
 # --------------------------------------------------------------------------------------- dead class maps
