@@ -60,7 +60,11 @@ class _NotPlainData:
     """Any class: a checkpoint holding one of its objects would run code to unpickle it."""
 
 
-def test_a_checkpoint_holding_objects_is_refused_without_unpickling_them(tmp_path: Path) -> None:
+def test_a_checkpoint_holding_objects_is_refused_without_unpickling_them(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused even where torch.load's own default would unpickle it (torch < 2.6, or this variable set): the
+    loader must ask for ``weights_only=True`` itself."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "objects.pt"
     torch.save({"format": "nin-checkpoint-v1", "model": _NotPlainData()}, path)
     with pytest.raises(CheckpointError) as err:

@@ -300,3 +300,20 @@ def test_a_fitted_step_refuses_a_wrong_batch_by_name(step, who):
     step.fit(torch.ones(2, 1, 2, 2))
     with pytest.raises(ValueError, match=rf"^{who} expects a batch of shape \(N, C, H, W\), got shape \(2, 2\)$"):
         step(torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("name", ["unit", "mean_image", "gcn", "zca", "lcn", "standardize"])
+def test_every_step_gives_float32_for_float64_input_and_keeps_float32_statistics(name):
+    """The pipeline's contract: float32 out whatever comes in, and fitted statistics stored in float32 (what the
+    checkpoint and the shipped weights hold)."""
+    x = torch.from_numpy(np.random.default_rng(8).normal(100, 30, (40, 2, 3, 3)))  # float64
+    step = build_pipeline([name]).steps[0].fit(x)
+    assert step(x).dtype == torch.float32
+    for buffer in step.buffers:
+        assert getattr(step, buffer).dtype == torch.float32, buffer
+
+
+def test_standardize_names_the_channel_counts_that_differ():
+    s = Standardize().fit(torch.ones(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"^Standardize was fitted on 3 channels, this batch has 1$"):
+        s(torch.ones(2, 1, 4, 5))

@@ -44,3 +44,16 @@ def test_step_cosine_onecycle_warmup() -> None:
     warm = Schedule("constant", 10, 4, warmup_epochs=2)
     assert warm.factor(0, 0) == pytest.approx(1 / 8) and warm.factor(1, 3) == 1.0 and warm.factor(5) == 1.0
     assert all(math.isfinite(Schedule("cosine", 3, 2).factor(e, s)) for e in range(3) for s in range(2))
+
+
+def test_paper_rule_needs_more_than_min_delta_to_count_an_improvement() -> None:
+    """'Beats the best by more than min_delta': a gain of exactly min_delta (0.5 points, exact in binary) is no
+    improvement, so with patience 1 the rate drops after it; a gain of 0.75 is one."""
+    exact = Schedule("paper", 10, 1, patience=1, min_delta=0.5)
+    exact.end_epoch(0, 40.0)
+    exact.end_epoch(1, 39.5)
+    assert exact.drops == [1]
+    more = Schedule("paper", 10, 1, patience=1, min_delta=0.5)
+    more.end_epoch(0, 40.0)
+    more.end_epoch(1, 39.25)
+    assert more.drops == [] and more.best_train_error == 39.25

@@ -133,6 +133,11 @@ def test_paper_rule_drops_twice_then_stops_through_the_trainer(plateau_root, tmp
     assert [r["lr"] for r in rows] == pytest.approx(EXPECTED_LR, rel=1e-12)
     assert summary["lr_drops_after_epochs"] == DROPS and summary["epochs_run"] == LAST_EPOCH
     assert summary["stopped_early"] is None  # the paper's stop is the schedule's end, not an early stop
+    # what `nin eval` / `predict` rebuild the network from
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert (state["epoch"], state["model_name"], state["dataset"]) == (LAST_EPOCH, "scripted_test_net", "mnist")
+    assert state["model_args"] == trainer.recipe.model_args and state["input_size"] == [1, 2, 2]
+    assert state["classes"] == [str(d) for d in range(10)]
 
     # the rates SGD applied: the weights' (0.1x) divided at each drop, the bias's (0.2x) held (hold_bias_rates)
     assert len(probe.steps) == 3 * LAST_EPOCH
@@ -145,10 +150,14 @@ def test_paper_rule_drops_twice_then_stops_through_the_trainer(plateau_root, tmp
 def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     """Catches a schedule whose state (best error, epochs without improvement, drops) is not saved or restored:
-    cut after epoch 9, one epoch into a wait, the resumed run must still divide after epoch 10. The records must
+    cut after epoch 5 (just divided) and after epoch 9 (one epoch into a wait), the resumed run must still divide
+    after epoch 10. The records must
     equal the uninterrupted run's, losses included, so the random generator must be restored too."""
     root, labels = plateau_root
-    cut = Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False, stop_after=9)
+    # first cut right after the first drop (epoch 5), then one epoch into the wait after epoch 8
+    assert Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False,
+                   stop_after=5).fit()["lr_drops_after_epochs"] == [5]
+    cut = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False, stop_after=9)
     assert cut.fit()["epochs_run"] == 9
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 9
     capsys.readouterr()
@@ -240,6 +249,7 @@ AUTHORS = {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_m
     ("nin_cifar10", AUTHORS, 0.1, 0.2, 2.0),
     ("nin_cifar10", {"last_layer_lr_mult": 0.1}, 0.1, 0.2, 2.0),  # the last bias's default: bias x last layer
     ("nin_mnist", {}, 1.0, 1.0, 1.0),  # no multipliers unless asked for
+    ("nin_cifar10_caffe", {}, 0.1, 0.1, 2.0),  # the Caffe zoo's: its last bias at 0.1x, not 2 x 0.1
 ])
 def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_weight: float, last_bias: float,
                                                other_bias: float) -> None:
@@ -265,6 +275,27 @@ def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_wei
                                                           kind == "bias")
             assert g["weight_decay"] == (1e-4 if kind == "weight" else 0.0)
     assert len(groups) == len({(g["lr_mult"], g["bias"]) for g in groups})
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_rates_within_an_epoch_follow_the_warmup_and_drops(plateau_root, tmp_path: Path, hold: bool) -> None:
+    """'step' schedule, one warm-up epoch, a drop at epoch 3 (of 3 steps each): the rate rises 1/3, 2/3, 1 over the
+    first epoch's steps, then the weights' rate is divided by 10, the biases' too unless ``hold_bias_rates``.
+    Measured from the updates. Catches a step index lost on the way to the schedule, or biases held (or not)
+    against the recipe."""
+    root, labels = plateau_root
+    recipe = recipe_from_dict(scripted_recipe(
+        labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, weight_lr_mult=0.1, bias_lr_mult=0.2, epochs=3,
+        lr=LR, schedule="step", milestones=[2], warmup_epochs=1, hold_bias_rates=hold), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    probe = RateProbe(trainer.model, trainer.optimizer)
+    trainer.fit()
+    warm = [1 / 3, 2 / 3, 1.0] + [1.0] * 6
+    drop = [1.0] * 6 + [0.1] * 3
+    assert len(probe.steps) == 9
+    for step, rates in enumerate(probe.steps):
+        assert rates["weight"] == pytest.approx(0.1 * LR * warm[step] * drop[step], rel=2e-3), step
+        assert rates["bias"] == pytest.approx(0.2 * LR * warm[step] * (1.0 if hold else drop[step]), rel=2e-3), step
 
 
 # --------------------------------------------------------------------------------------- dead class maps
