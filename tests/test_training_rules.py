@@ -8,11 +8,13 @@ The one exception, ``test_cifar10_recipe_rates...``, trains the real ``nin_cifar
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from _idx import write_mnist
 from _scripted import scripted_recipe, tiny_root
 from torch import nn
 
@@ -298,6 +300,49 @@ def test_rates_within_an_epoch_follow_the_warmup_and_drops(plateau_root, tmp_pat
         assert rates["bias"] == pytest.approx(0.2 * LR * warm[step] * (1.0 if hold else drop[step]), rel=2e-3), step
 
 
+def test_each_step_follows_the_mean_gradient_of_its_own_batch(plateau_root, tmp_path: Path) -> None:
+    """20 images in batches of 8, 8 and 4, label smoothing 0.1: the gradient of every step, the last and smaller
+    batch included, is the mean over that batch of softmax(logits) - smoothed one-hot, computed here from the
+    logits the network returned. Catches a loss scaled by the full batch size in a short last batch, by the
+    batch size instead of its inverse, or label smoothing dropped on the way to the step."""
+    root, labels = plateau_root
+    recipe = recipe_from_dict(scripted_recipe(labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, wrong=WRONG,
+                                              epochs=2, lr=LR, label_smoothing=0.1), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    seen, grads = [], []
+    trainer.model.register_forward_hook(lambda module, args, out: seen.append((args[0].detach(), out.detach())))
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(trainer.model.bias.grad.clone()))
+    trainer.fit()
+    assert [len(x) for x, _ in seen] == [8, 8, 4] * 2 and len(grads) == 6
+    for (x, logits), grad in zip(seen, grads):
+        index = (x[:, 0, 0, 0].double() * 255).round().long()
+        target = 0.9 * torch.nn.functional.one_hot(torch.tensor(labels)[index], 10).double() + 0.1 / 10
+        expected = (torch.softmax(logits.double(), dim=1) - target).mean(0)
+        torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_recorded_training_loss_is_the_models_loss_on_its_batch(tmp_path: Path) -> None:
+    """One step of the real ``nin_mnist`` (no dropout) on 8 images: the recorded loss and error are those of the
+    initial network on the batch, computed here in float64 with label smoothing 0.1 from a copy taken before
+    training. Catches a step run at another precision than the recipe's fp32 or without its label smoothing."""
+    root = tmp_path / "data"
+    arrays = write_mnist(root / "mnist", n_train=10_008, n_test=8, gz=False, size=28)
+    recipe = apply_overrides(load_recipe("mnist"), [
+        "subset=8", "batch_size=8", "epochs=1", "label_smoothing=0.1", "model_args.dropout=0.0", "eval_split=none",
+        "test_splits=[]", "device=\"cpu\"", "precision=\"fp32\""])
+    trainer = Trainer(recipe, tmp_path / "run", data_root=root, progress=False)
+    initial = copy.deepcopy(trainer.model).double().eval()
+    trainer.fit()
+    x = torch.from_numpy(arrays["train"][0][:8]).double().reshape(8, 1, 28, 28) / 255
+    y = torch.from_numpy(arrays["train"][1][:8]).long()
+    with torch.no_grad():
+        logits = initial(x)
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    expected = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item()
+    assert row["train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert row["train_error"] == pytest.approx(100 * int((logits.argmax(1) != y).sum()) / 8)
+
+
 # --------------------------------------------------------------------------------------- dead class maps
 
 N_DEAD, BATCH_DEAD = 10, 5  # 2 steps per epoch
@@ -384,6 +429,26 @@ def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoi
                                f"checkpoint {tmp_path / 'last.pt'} is kept.")
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path) -> None:
+    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, with no window."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
+                                              lr=LR), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    steps = []
+
+    def poison(optimizer, args, kwargs) -> None:
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                trainer.model.weight[3, 0] = float("nan")
+
+    trainer.optimizer.register_step_post_hook(poison)
+    with pytest.raises(TrainingError, match=r"^the loss became nan at epoch 1, step 3: training diverged\. The last "
+                                            r"good checkpoint .*last\.pt \(epoch 0\) is kept\."):
+        trainer.fit()
 
 
 # ------------------------------------------------------------- the periodic NaN check that only CUDA runs today
