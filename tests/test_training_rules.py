@@ -303,8 +303,9 @@ def test_rates_within_an_epoch_follow_the_warmup_and_drops(plateau_root, tmp_pat
 def test_each_step_follows_the_mean_gradient_of_its_own_batch(plateau_root, tmp_path: Path) -> None:
     """20 images in batches of 8, 8 and 4, label smoothing 0.1: the gradient of every step, the last and smaller
     batch included, is the mean over that batch of softmax(logits) - smoothed one-hot, computed here from the
-    logits the network returned. Catches a loss scaled by the full batch size in a short last batch, by the
-    batch size instead of its inverse, or label smoothing dropped on the way to the step."""
+    logits the network returned; the recorded loss and error are those of the epoch's 20 images. Catches a loss
+    scaled by the full batch size in a short last batch, by the batch size instead of its inverse, label smoothing
+    dropped on the way to the step, or an epoch total that keeps only some batches."""
     root, labels = plateau_root
     recipe = recipe_from_dict(scripted_recipe(labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, wrong=WRONG,
                                               epochs=2, lr=LR, label_smoothing=0.1), "test")
@@ -314,11 +315,19 @@ def test_each_step_follows_the_mean_gradient_of_its_own_batch(plateau_root, tmp_
     trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(trainer.model.bias.grad.clone()))
     trainer.fit()
     assert [len(x) for x, _ in seen] == [8, 8, 4] * 2 and len(grads) == 6
-    for (x, logits), grad in zip(seen, grads):
+    losses, wrong = [0.0, 0.0], [0, 0]
+    for step, ((x, logits), grad) in enumerate(zip(seen, grads)):
         index = (x[:, 0, 0, 0].double() * 255).round().long()
-        target = 0.9 * torch.nn.functional.one_hot(torch.tensor(labels)[index], 10).double() + 0.1 / 10
+        y = torch.tensor(labels)[index]
+        target = 0.9 * torch.nn.functional.one_hot(y, 10).double() + 0.1 / 10
         expected = (torch.softmax(logits.double(), dim=1) - target).mean(0)
         torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=1e-7)
+        losses[step // 3] += -(target * torch.log_softmax(logits.double(), dim=1)).sum().item()
+        wrong[step // 3] += int((logits.argmax(1) != y).sum())
+    # and the epoch's recorded loss and error: per image over all three batches
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["train_loss"] for r in rows] == pytest.approx([total / 20 for total in losses], rel=1e-6)
+    assert [r["train_error"] for r in rows] == pytest.approx([100 * w / 20 for w in wrong]) == [50.0, 45.0]
 
 
 def test_the_recorded_training_loss_is_the_models_loss_on_its_batch(tmp_path: Path) -> None:
@@ -390,7 +399,7 @@ def test_only_consecutive_dead_epochs_stop_training(dead_root, tmp_path: Path,
     (list(range(5, 25)), 25),  # 20 in a row: stop at the 20th (step 25, 1-based)
 ])
 def test_first_epoch_dead_maps_need_twenty_steps_in_a_row(dead_root, tmp_path: Path, dead_steps: list[int],
-                                                          stop_step: int | None) -> None:
+                                                          stop_step: int | None, capsys: pytest.CaptureFixture) -> None:
     """Catches a first-epoch counter of all-zero steps that is never reset by a live step (the first two cases
     would stop), or that stops before 20 steps in a row."""
     root, labels = dead_root
@@ -399,6 +408,8 @@ def test_first_epoch_dead_maps_need_twenty_steps_in_a_row(dead_root, tmp_path: P
     trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
     if stop_step is None:
         assert trainer.fit()["epochs_run"] == 1
+        # every class was alive at some step (the last step is dead in the first case): no class map is dead
+        assert "the class map" not in capsys.readouterr().err
     else:
         with pytest.raises(TrainingError, match=rf"^epoch 1, step {stop_step}: every class map is zero, so the "
                                                 r"loss sits at ln\(10\) = 2\.302585"):
@@ -431,8 +442,11 @@ def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoi
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
 
 
-def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path) -> None:
-    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, with no window."""
+@pytest.mark.parametrize("poisoned_after", [2, 9])
+def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path,
+                                                                 poisoned_after: int) -> None:
+    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, one from the epoch's last
+    step (10) at step 10, with no window. Catches a check that skips steps, or looks at another total."""
     root, labels = dead_root
     recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
                                               lr=LR), "test")
@@ -441,12 +455,13 @@ def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_
 
     def poison(optimizer, args, kwargs) -> None:
         steps.append(1)
-        if len(steps) == 2:
+        if len(steps) == poisoned_after:
             with torch.no_grad():
                 trainer.model.weight[3, 0] = float("nan")
 
     trainer.optimizer.register_step_post_hook(poison)
-    with pytest.raises(TrainingError, match=r"^the loss became nan at epoch 1, step 3: training diverged\. The last "
+    with pytest.raises(TrainingError, match=rf"^the loss became nan at epoch 1, step {poisoned_after + 1}: training "
+                                            r"diverged\. The last "
                                             r"good checkpoint .*last\.pt \(epoch 0\) is kept\."):
         trainer.fit()
 
