@@ -57,3 +57,18 @@ def test_paper_rule_needs_more_than_min_delta_to_count_an_improvement() -> None:
     more.end_epoch(0, 40.0)
     more.end_epoch(1, 39.25)
     assert more.drops == [] and more.best_train_error == 39.25
+
+
+def test_onecycle_rises_linearly_to_its_peak() -> None:
+    """From 1/25 of the rate up to the peak at 25% of training, linearly in the progress (epoch + step / steps):
+    at 8 epochs the peak is at epoch 2, so epoch 1 is halfway (0.04 + 0.96 / 2) and step 2 of 4 of epoch 0 an
+    eighth of the way."""
+    one = Schedule("onecycle", 8, 4)
+    assert one.factor(1) == pytest.approx(0.52, rel=1e-12)
+    assert one.factor(0, 2) == pytest.approx(0.04 + 0.96 * 0.25, rel=1e-12)
+    assert one.factor(7, 2) == pytest.approx(0.5 / 6, rel=1e-12)  # down to zero at the end: 0.5 epoch of 6 left
+
+
+def test_an_unknown_schedule_is_named() -> None:
+    with pytest.raises(ValueError, match="^unknown schedule 'nope'$"):
+        Schedule("nope", 10, 4).factor(0)
