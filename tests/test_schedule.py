@@ -72,3 +72,11 @@ def test_onecycle_rises_linearly_to_its_peak() -> None:
 def test_an_unknown_schedule_is_named() -> None:
     with pytest.raises(ValueError, match="^unknown schedule 'nope'$"):
         Schedule("nope", 10, 4).factor(0)
+
+
+def test_paper_rule_default_min_delta_is_a_tenth_of_a_point() -> None:
+    """The paper's rule as the recipes default it: 0.15 points better is an improvement (no drop at patience 1)."""
+    s = Schedule("paper", 10, 1, patience=1)
+    s.end_epoch(0, 5.0)
+    s.end_epoch(1, 4.85)
+    assert s.drops == [] and s.best_train_error == 4.85

@@ -352,6 +352,13 @@ def test_the_recorded_training_loss_is_the_models_loss_on_its_batch(tmp_path: Pa
     assert row["train_error"] == pytest.approx(100 * int((logits.argmax(1) != y).sum()) / 8)
 
 
+def test_a_model_without_multipliers_gets_the_base_rate_everywhere() -> None:
+    """A network that declares no ``lr_multipliers`` (any torch module): every parameter at 1x the base rate."""
+    groups = param_groups(nn.Linear(3, 2), 0.5, 1e-4)
+    assert [(g["lr"], g["lr_mult"], g["bias"], g["weight_decay"], len(g["params"])) for g in groups] == [
+        (0.5, 1.0, True, 0.0, 1), (0.5, 1.0, False, 1e-4, 1)]
+
+
 # --------------------------------------------------------------------------------------- dead class maps
 
 N_DEAD, BATCH_DEAD = 10, 5  # 2 steps per epoch
