@@ -1,10 +1,13 @@
 """Mutation testing of the paper-critical code with mutmut: does some test fail for each plausible bug?
 
-Not part of the timed CI: a full run takes about an hour on 2 shared CPU cores. Run it after changing these
-modules or their tests, and record the score in results/mutation/README.md::
+Not part of the timed CI: the 1,241 mutants take over 2 hours on 2 shared CPU cores (5-12 a minute here; the
+Trainer tests dominate). Run it after changing these modules or their tests, in parts with ``--only`` if need be,
+and record the score in results/mutation/README.md::
 
     nice -n 10 python benchmarks/mutation/run.py              # all targets below
     nice -n 10 python benchmarks/mutation/run.py --only nin.train.schedule.*   # one module (a mutant-name glob)
+    nice -n 10 python benchmarks/mutation/run.py --keep --only-file names.txt  # re-run these, keep the rest
+    python benchmarks/mutation/run.py --record-only                        # rewrite the record from mutmut's
 
 It copies ``src/`` and ``tests/`` into a scratch folder (default /tmp/nin-mutation; mutmut edits its copy, never
 the work tree), writes mutmut's ``setup.cfg`` there from TARGETS and TESTS, runs ``mutmut run`` on the mutants of
@@ -120,6 +123,31 @@ def prepare(work: Path) -> None:
     (work / "pytest.ini").write_text("[pytest]\ntestpaths = tests\nmarkers =\n    slow: slow\n")
 
 
+def mutant_diffs(work: Path) -> dict[str, list[str]]:
+    """The changed lines of every mutant, read from mutmut's generated sources (``mutmut show`` one by one is slow)."""
+    import ast
+    import difflib
+
+    diffs = {}
+    for path in (work / "mutants" / "src").rglob("*.py"):
+        text = path.read_text()
+        if "__mutmut_orig" not in text:
+            continue
+        lines = text.splitlines()
+        bodies = {node.name: lines[node.lineno - 1:node.end_lineno] for node in ast.walk(ast.parse(text))
+                  if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name}
+        module = path.relative_to(work / "mutants" / "src").with_suffix("").as_posix().replace("/", ".")
+        for name, body in bodies.items():
+            base, _, number = name.rpartition("__mutmut_")
+            if not number.isdigit() or base + "__mutmut_orig" not in bodies:
+                continue
+            orig = [line.replace(base + "__mutmut_orig", "F") for line in bodies[base + "__mutmut_orig"]]
+            body = [line.replace(name, "F") for line in body]
+            diffs[f"{module}.{name}"] = [line for line in difflib.unified_diff(orig, body, lineterm="", n=0)
+                                         if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    return diffs
+
+
 def results(work: Path) -> dict[str, str]:
     """Status of every mutant (killed, survived, no tests, timeout, ...), by mutant name."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, text=True,
@@ -140,18 +168,20 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (default 2)")
     parser.add_argument("--keep", action="store_true", help="reuse the scratch folder and mutmut's cached results")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "mutation")
+    parser.add_argument("--record-only", action="store_true", help="only write the record of the results mutmut has")
     args = parser.parse_args()
 
-    if args.keep and args.work.exists():
-        refresh_tests(args.work)  # mutmut keeps its mutants and the results it has; the named ones are re-run
-    else:
-        prepare(args.work)
-    env = {**os.environ, "NIN_DATA": os.environ.get("NIN_DATA", str(REPO.parent / "shared" / "data"))}
-    env.pop("PYTHONPATH", None)  # mutmut puts its mutated copy of src/ first on sys.path
     globs = args.only or (args.only_file.read_text().split() if args.only_file else mutant_globs(TARGETS))
     started = datetime.now(timezone.utc)
-    subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *globs],
-                   cwd=args.work, env=env, check=False)
+    if not args.record_only:
+        if args.keep and args.work.exists():
+            refresh_tests(args.work)  # mutmut keeps its mutants and the results it has; the named ones are re-run
+        else:
+            prepare(args.work)
+        env = {**os.environ, "NIN_DATA": os.environ.get("NIN_DATA", str(REPO.parent / "shared" / "data"))}
+        env.pop("PYTHONPATH", None)  # mutmut puts its mutated copy of src/ first on sys.path
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *globs],
+                       cwd=args.work, env=env, check=False)
     statuses = results(args.work)
     # the record covers every mutant of TARGETS that has a result, from this run or an earlier one kept with --keep
     patterns = [re.escape(g).replace(r"\*", ".*") for g in mutant_globs(TARGETS)]
@@ -160,8 +190,8 @@ def main() -> int:
     for status in selected.values():
         counts[status] = counts.get(status, 0) + 1
     survivors = sorted(name for name, s in selected.items() if s not in ("killed", "timeout", "not checked"))
-    diffs = [subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=args.work, text=True,
-                            capture_output=True).stdout for name in survivors]
+    changed = mutant_diffs(args.work)
+    diffs = [f"# {name}: {selected[name]}\n" + "\n".join(changed.get(name, [])) + "\n" for name in survivors]
     args.out.mkdir(parents=True, exist_ok=True)
     import mutmut
 
