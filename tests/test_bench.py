@@ -22,7 +22,18 @@ def _positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
 
 
-def test_the_report_has_every_number_and_they_are_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+# nin_cifar10's multiply-adds per 32×32 image, counted by hand (output pixels × out × in × kernel area):
+# mlpconv1 at 32×32: 5×5 3→192, 1×1 192→160, 1×1 160→96; max pool to 16×16 (rounded up);
+# mlpconv2 at 16×16: 5×5 96→192, 1×1 192→192 twice; pool to 8×8; mlpconv3 at 8×8: 3×3 192→192, 1×1 192→192, 192→10.
+HAND_MACS = (1024 * (192 * 3 * 25 + 160 * 192 + 96 * 160) + 256 * (192 * 96 * 25 + 2 * 192 * 192)
+             + 64 * (192 * 192 * 9 + 192 * 192 + 10 * 192))
+
+
+def test_the_report_numbers_follow_from_the_measured_speeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every derived number against its definition, from the raw measurements the report also holds: the model's
+    work counted by hand, medians, GFLOP/s = images/s × FLOP per image (2 per multiply-add forward, 3 times that to
+    train), fractions of the measured peaks, and ours/reference ratios against their targets. Catches a wrong FLOP
+    count, a fraction of the wrong peak, a ratio the wrong way round or a target compared the wrong way."""
     # the memory runs in this process: a fresh interpreter per run is tested once, below
     monkeypatch.setattr(bench, "run_side_in_fresh_process",
                         lambda config, side, phase, images, labels, preprocess:
@@ -30,18 +41,31 @@ def test_the_report_has_every_number_and_they_are_positive(monkeypatch: pytest.M
     report = bench.run_benchmark(TINY)
     for key in ("command", "date", "hardware", "threads", "config", "data", "model", "peak"):
         assert key in report, key
-    assert report["model"]["train_flop_per_image"] == 6 * report["model"]["multiply_adds_per_image"]
-    assert 222e6 < report["model"]["multiply_adds_per_image"] < 223e6
-    assert _positive(report["peak"]["fp32_gflops"]) and _positive(report["peak"]["bf16_gflops"])
+    assert HAND_MACS == 222_486_528
+    assert report["model"]["multiply_adds_per_image"] == HAND_MACS
+    flop = {"train": 6 * HAND_MACS, "inference": 2 * HAND_MACS}
+    assert report["model"]["train_flop_per_image"] == flop["train"]
+    assert report["model"]["inference_flop_per_image"] == flop["inference"]
+    peak = report["peak"]
+    assert _positive(peak["fp32_gflops"]) and _positive(peak["bf16_gflops"])
     for phase in PHASES:
         result = report[phase]
-        assert _positive(result["ratio"]) and result["met"] == (result["ratio"] >= result["target"])
         for side in SIDES:
-            assert len(result[side]["images_per_s"]) == TINY.repeats
-            for key in ("median_images_per_s", "gflops", "fraction_of_fp32_peak", "fraction_of_bf16_peak"):
-                assert _positive(result[side][key]), (phase, side, key)
+            speeds = result[side]["images_per_s"]
+            assert len(speeds) == TINY.repeats and all(_positive(v) for v in speeds)
+            median = (speeds[0] + speeds[1]) / 2  # the median of TINY's 2 repeats
+            gflops = median * flop[phase] / 1e9
+            assert result[side]["median_images_per_s"] == pytest.approx(median, rel=1e-12), (phase, side)
+            assert result[side]["gflops"] == pytest.approx(gflops, rel=1e-12), (phase, side)
+            assert result[side]["fraction_of_fp32_peak"] == pytest.approx(gflops / peak["fp32_gflops"], rel=1e-12)
+            assert result[side]["fraction_of_bf16_peak"] == pytest.approx(gflops / peak["bf16_gflops"], rel=1e-12)
+        ratio = result["ours"]["median_images_per_s"] / result["reference"]["median_images_per_s"]
+        assert result["ratio"] == pytest.approx(ratio, rel=1e-12) and result["met"] == (ratio >= result["target"])
         memory = report["memory"][phase]
-        assert memory["measure"] == "peak_rss_mib" and _positive(memory["ratio"])
+        assert memory["measure"] == "peak_rss_mib"
+        used = {side: memory[side]["peak_rss_mib"] for side in SIDES}
+        assert all(_positive(v) for v in used.values())
+        assert memory["ratio"] == pytest.approx(used["ours"] / used["reference"], rel=1e-12)
         assert memory["met"] == (memory["ratio"] <= 1.0)
         for side in SIDES:
             assert memory[side]["side"] == side and memory[side]["phase"] == phase

@@ -6,13 +6,19 @@ rerun takes seconds; real records are checked by the command itself (results/che
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from _idx import write_mnist
 
+from nin.checkpoint import load_checkpoint
 from nin.cli import main
+from nin.data import load_dataset
 from nin.experiments.check import CheckError, CheckResult, Difference, check_record, format_result
+from nin.models import create_model
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics, write_metrics
 
@@ -33,8 +39,30 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def record(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("record")
     Trainer(apply_overrides(load_recipe("mnist"), TINY), out, data_root=data_root, progress=False).fit()
-    (out / "last.pt").unlink()  # a record under results/ holds no checkpoint
+    (out / "last.pt").rename(out.with_name("record-last.pt"))  # a record under results/ holds no checkpoint
     return out
+
+
+# the cosine schedule's rate at the start of epochs 1 and 2 of 2, from the recipe's 0.1, worked out by hand
+HAND_LR = [0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 2))]
+
+
+def test_the_record_holds_the_numbers_of_its_recipe(record: Path, data_root: Path) -> None:
+    """The reruns below are compared with a record the same code wrote, so first the record itself against values
+    found without the Trainer: the rates by hand, the test loss and error by evaluating its final weights here
+    (pixels / 255, eval mode, float64 cross-entropy). Catches a record, and so a check, that agrees with itself
+    on wrong numbers."""
+    rows = read_metrics(record / "metrics.jsonl")
+    assert [r["lr"] for r in rows] == pytest.approx(HAND_LR, rel=1e-12)
+    tested = json.loads((record / "summary.json").read_text())["tests"]["test"]
+    model = create_model("nin_mnist", num_classes=10)
+    model.load_state_dict(load_checkpoint(record.with_name("record-last.pt"))["model"])
+    test = load_dataset("mnist", "test", root=data_root)
+    with torch.no_grad():
+        logits = model.eval()(test.images.float() / 255).double()
+    assert tested["images"] == 200
+    assert tested["loss"] == pytest.approx(F.cross_entropy(logits, test.labels).item(), rel=1e-5)
+    assert tested["error"] == pytest.approx(100 * int((logits.argmax(1) != test.labels).sum()) / 200, abs=1e-9)
 
 
 def _copy(record: Path, to: Path) -> Path:
@@ -44,10 +72,13 @@ def _copy(record: Path, to: Path) -> Path:
     return to
 
 
-def test_first_epoch_rerun_is_identical_to_the_record(record: Path, data_root: Path) -> None:
-    result = check_record(record, epochs=1, data_root=data_root)
+def test_first_epoch_rerun_is_identical_to_the_record(record: Path, data_root: Path, tmp_path: Path) -> None:
+    result = check_record(record, epochs=1, data_root=data_root, out_dir=tmp_path)
     assert result.verdict == "identical", result.differences
     assert result.compared == 1 + 4  # epochs run; lr, lr_drops, train loss and error
+    # the rerun ran epoch 1 only, at the rate worked out by hand
+    rerun = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rerun] == [1] and rerun[0]["lr"] == pytest.approx(HAND_LR[0], rel=1e-12)
 
 
 def test_whole_rerun_also_compares_the_test_errors(record: Path, data_root: Path) -> None:

@@ -28,7 +28,10 @@ def test_forward_shapes_and_gap_identity(name: str) -> None:
     assert logits.shape == (2, k)
     assert maps.ndim == 4 and maps.shape[:2] == (2, k)
     assert torch.isfinite(logits).all()
-    torch.testing.assert_close(maps.mean((2, 3)), logits, rtol=1e-4, atol=1e-5)
+    # logits of an untrained network can be of order 1e-5: the tolerance scales with them, or it would pass anything
+    scale = logits.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(maps.mean((2, 3)), logits, rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("name", SMALL)

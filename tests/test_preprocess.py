@@ -130,13 +130,21 @@ def test_zca_matches_reference_on_real_data(cifar_batch1, zca_fit):
 
 
 def test_zca_whitens_its_training_data(zca_fit):
-    """cov(ZCA(train)) = P C₀ P with C₀ = C − bias·I and P = C^(−1/2), so it equals I − bias·P²."""
+    """cov(ZCA(train)) = P C₀ P with C₀ the training covariance and P = (C₀ + bias·I)^(−1/2), both computed here
+    in float64 NumPy from the training images alone (not from the fitted matrix): catches a whitening matrix
+    that is not the inverse square root of the regularised covariance, or a wrong bias."""
     train, zca, _ = zca_fit
     out = zca(torch.from_numpy(train).float()).reshape(len(train), -1).double()
-    cov = torch.cov(out.T, correction=0)
-    p = zca.whitening.double()
-    expected = torch.eye(len(p), dtype=torch.float64) - 0.1 * p @ p
-    assert (cov - expected).abs().max() < 1e-3
+    cov = torch.cov(out.T, correction=0).numpy()
+    flat = train.reshape(len(train), -1).astype(np.float64)
+    centered = flat - flat.mean(axis=0)
+    c0 = centered.T @ centered / len(flat)
+    eigenvalues, eigenvectors = np.linalg.eigh(c0 + 0.1 * np.eye(len(c0)))
+    p = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
+    expected = p @ c0 @ p
+    assert np.abs(cov - expected).max() < 1e-3
+    # and it is not the identity: the bias leaves the weak directions damped (filter_bias 0.1 at GCN scale)
+    assert np.abs(expected - np.eye(len(c0))).max() > 0.1
 
 
 def test_zca_on_random_data_gives_identity_covariance():
@@ -248,3 +256,74 @@ def test_pipeline_errors():
     zca = ZCA().fit(torch.randn(10, 1, 2, 2))
     with pytest.raises(ValueError, match="fitted on 4 values per image"):
         zca(torch.randn(1, 1, 3, 3))
+
+
+# ------------------------------------------------------------------------ chunked fits, one image, odd sigma
+
+def test_fits_over_more_images_than_one_chunk_match_numpy():
+    """5,000 images: more than the 4,096 that one fitting chunk holds, so a fit that kept only its last chunk
+    (``total = ...`` for ``total += ...``) is caught; the numbers are checked against NumPy in float64."""
+    x = random_images((5000, 2, 2, 3), seed=7)
+    flat = x.numpy().reshape(5000, -1).astype(np.float64)
+    mean_image = MeanImage().fit(x)
+    assert rel_err(mean_image.mean, x.numpy().astype(np.float64).mean(axis=0)) < 1e-6
+    standardize = Standardize().fit(x)
+    reference = x.numpy().astype(np.float64)
+    assert rel_err(standardize.mean, reference.mean(axis=(0, 2, 3))) < 1e-6
+    assert rel_err(standardize.std, reference.std(axis=(0, 2, 3))) < 1e-6
+    zca = ZCA(filter_bias=0.1).fit(x)
+    mean, whitening = zca_ref(flat, 0.1)
+    assert rel_err(zca.mean, mean) < 1e-6 and rel_err(zca.whitening, whitening) < 1e-5
+    pipe = Pipeline([ZCA(filter_bias=0.1)]).fit(x)  # applied in batches of 4,096 too
+    expected = (flat - mean) @ whitening
+    assert rel_err(pipe(x).reshape(5000, -1), expected) < 1e-5
+
+
+def test_standardize_fits_on_a_single_image():
+    """One image: the per-channel statistics of its own pixels."""
+    x = torch.tensor([[[[1.0, 3.0]], [[2.0, 6.0]]]])  # 1 image, 2 channels of 1×2 pixels
+    s = Standardize().fit(x)
+    assert torch.equal(s.mean, torch.tensor([2.0, 4.0])) and torch.equal(s.std, torch.tensor([1.0, 2.0]))
+
+
+def test_gaussian_kernel_with_another_sigma():
+    """exp(-(i² + j²) / (2σ²)), normalised: σ = 3 tells σ² from 2σ, which agree at the default σ = 2."""
+    k = gaussian_kernel(5, sigma=3.0).numpy()
+    offsets = np.arange(5) - 2
+    g = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / 18.0)
+    assert np.abs(k - g / g.sum()).max() < 1e-15
+
+
+@pytest.mark.parametrize("step, who", [
+    (ToUnitRange(), "ToUnitRange"), (MeanImage(), "MeanImage.fit"), (GCN(), "GCN"), (ZCA(), "ZCA.fit"),
+    (LCN(), "LCN"), (Standardize(), "Standardize.fit"),
+])
+def test_a_batch_of_the_wrong_shape_is_refused_by_name(step, who):
+    """The message names the step that refused the batch (fit for the fitted steps)."""
+    call = step.fit if step.fitted_buffers else step
+    with pytest.raises(ValueError, match=rf"^{who} expects a batch of shape \(N, C, H, W\), got shape \(3, 4\)$"):
+        call(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("step, who", [(MeanImage(), "MeanImage"), (ZCA(), "ZCA"), (Standardize(), "Standardize")])
+def test_a_fitted_step_refuses_a_wrong_batch_by_name(step, who):
+    step.fit(torch.ones(2, 1, 2, 2))
+    with pytest.raises(ValueError, match=rf"^{who} expects a batch of shape \(N, C, H, W\), got shape \(2, 2\)$"):
+        step(torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("name", ["unit", "mean_image", "gcn", "zca", "lcn", "standardize"])
+def test_every_step_gives_float32_for_float64_input_and_keeps_float32_statistics(name):
+    """The pipeline's contract: float32 out whatever comes in, and fitted statistics stored in float32 (what the
+    checkpoint and the shipped weights hold)."""
+    x = torch.from_numpy(np.random.default_rng(8).normal(100, 30, (40, 2, 3, 3)))  # float64
+    step = build_pipeline([name]).steps[0].fit(x)
+    assert step(x).dtype == torch.float32
+    for buffer in step.fitted_buffers:
+        assert getattr(step, buffer).dtype == torch.float32, buffer
+
+
+def test_standardize_names_the_channel_counts_that_differ():
+    s = Standardize().fit(torch.ones(2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"^Standardize was fitted on 3 channels, this batch has 1$"):
+        s(torch.ones(2, 1, 4, 5))

@@ -44,3 +44,39 @@ def test_step_cosine_onecycle_warmup() -> None:
     warm = Schedule("constant", 10, 4, warmup_epochs=2)
     assert warm.factor(0, 0) == pytest.approx(1 / 8) and warm.factor(1, 3) == 1.0 and warm.factor(5) == 1.0
     assert all(math.isfinite(Schedule("cosine", 3, 2).factor(e, s)) for e in range(3) for s in range(2))
+
+
+def test_paper_rule_needs_more_than_min_delta_to_count_an_improvement() -> None:
+    """'Beats the best by more than min_delta': a gain of exactly min_delta (0.5 points, exact in binary) is no
+    improvement, so with patience 1 the rate drops after it; a gain of 0.75 is one."""
+    exact = Schedule("paper", 10, 1, patience=1, min_delta=0.5)
+    exact.end_epoch(0, 40.0)
+    exact.end_epoch(1, 39.5)
+    assert exact.drops == [1]
+    more = Schedule("paper", 10, 1, patience=1, min_delta=0.5)
+    more.end_epoch(0, 40.0)
+    more.end_epoch(1, 39.25)
+    assert more.drops == [] and more.best_train_error == 39.25
+
+
+def test_onecycle_rises_linearly_to_its_peak() -> None:
+    """From 1/25 of the rate up to the peak at 25% of training, linearly in the progress (epoch + step / steps):
+    at 8 epochs the peak is at epoch 2, so epoch 1 is halfway (0.04 + 0.96 / 2) and step 2 of 4 of epoch 0 an
+    eighth of the way."""
+    one = Schedule("onecycle", 8, 4)
+    assert one.factor(1) == pytest.approx(0.52, rel=1e-12)
+    assert one.factor(0, 2) == pytest.approx(0.04 + 0.96 * 0.25, rel=1e-12)
+    assert one.factor(7, 2) == pytest.approx(0.5 / 6, rel=1e-12)  # down to zero at the end: 0.5 epoch of 6 left
+
+
+def test_an_unknown_schedule_is_named() -> None:
+    with pytest.raises(ValueError, match="^unknown schedule 'nope'$"):
+        Schedule("nope", 10, 4).factor(0)
+
+
+def test_paper_rule_default_min_delta_is_a_tenth_of_a_point() -> None:
+    """The paper's rule as the recipes default it: 0.15 points better is an improvement (no drop at patience 1)."""
+    s = Schedule("paper", 10, 1, patience=1)
+    s.end_epoch(0, 5.0)
+    s.end_epoch(1, 4.85)
+    assert s.drops == [] and s.best_train_error == 4.85

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import nin.train.data as training_data
 import nin.train.engine as engine
 from nin.checkpoint import load_checkpoint
 from nin.cli import main
+from nin.data import load_dataset
 from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
 from nin.utils.provenance import source_digest
@@ -31,13 +33,30 @@ def _timeless(history: list[dict]) -> list[dict]:
 
 
 def test_training_writes_its_records(shared_data: Path, tmp_path: Path) -> None:
+    """The records hold the right numbers, not just numbers: the last epoch's validation loss and error equal an
+    evaluation written out here (pixels / 255, the model in eval mode, cross-entropy summed in float64 over all
+    10,000 images), the rate is the recipe's, and each training error is a whole number of the 128 images."""
     recipe = tiny_recipe("epochs=2", "eval_split=\"valid\"", "subset=128")
     recipe = dataclasses.replace(recipe, eval_batch_size=1000)
-    summary = Trainer(recipe, tmp_path, data_root=shared_data, progress=False).fit()
+    trainer = Trainer(recipe, tmp_path, data_root=shared_data, progress=False)
+    summary = trainer.fit()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("lr", "train_loss", "train_error", "valid_loss", "valid_error", "images_per_s", "elapsed_s"):
         assert all(isinstance(r[key], float) for r in rows), key
+    assert [r["lr"] for r in rows] == [0.1, 0.1]  # the mnist recipe's rate (NIN/mnist_params), before any drop
+    for r in rows:
+        wrong = r["train_error"] * 128 / 100
+        assert wrong == pytest.approx(round(wrong), abs=1e-9) and 0 < r["train_loss"] < 2 * math.log(10)
+    valid = load_dataset("mnist", "valid", root=shared_data)
+    model, loss_sum, wrong = trainer.model.eval(), 0.0, 0
+    with torch.no_grad():
+        for x, y in zip((valid.images.float() / 255).split(1000), valid.labels.split(1000)):
+            logits = model(x).double()
+            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            wrong += int((logits.argmax(1) != y).sum())
+    assert rows[-1]["valid_loss"] == pytest.approx(loss_sum / 10_000, rel=1e-5)
+    assert rows[-1]["valid_error"] == pytest.approx(100 * wrong / 10_000, abs=1e-9)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 2 and state["classes"] == [str(d) for d in range(10)]

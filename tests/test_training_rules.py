@@ -1,0 +1,500 @@
+"""The training-control rules that decide the reported numbers, through the real Trainer, against values worked out
+here: the paper's plateau rule (drops, stop, resume between drops), the rates the optimizer really applies to each
+layer (per-layer multipliers, biases held at the drops), and the dead-class-map rules.
+
+Every run uses the scripted test network of ``_scripted.py`` on a generated MNIST-format root, so the training error
+of each epoch and which class maps are dead are known in advance, and a run takes well under a second per epoch.
+The one exception, ``test_cifar10_recipe_rates...``, trains the real ``nin_cifar10`` for three steps.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from _idx import write_mnist
+from _scripted import scripted_recipe, tiny_root
+from torch import nn
+
+from nin.checkpoint import load_checkpoint, save_checkpoint
+
+# the code under test: keep these imports together, so they are easy to re-point when modules move
+from nin.models import create_model, param_groups
+from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
+from nin.train.metrics import read_metrics
+from nin.train.recipe import recipe_from_dict
+
+LR = 0.1
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+class RateProbe:
+    """The learning rate SGD really applied to each parameter at each step, read off the update itself.
+
+    With momentum 0 and weight decay 0 an SGD step is ``p -= rate * grad``, so ``rate = (before - after) / grad``
+    on every element with a gradient. The probe hooks the optimizer (``register_step_pre_hook`` / ``_post_hook``),
+    so it sees what the Trainer really did, whatever ``param_groups`` say.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.names = {p: name for name, p in model.named_parameters()}
+        self.steps: list[dict[str, float]] = []
+        self._before: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]] = {}
+        optimizer.register_step_pre_hook(self._pre)
+        optimizer.register_step_post_hook(self._post)
+
+    def _pre(self, optimizer, args, kwargs) -> None:
+        self._before = {p: (p.detach().clone(), p.grad.detach().clone())
+                        for group in optimizer.param_groups for p in group["params"] if p.grad is not None}
+
+    def _post(self, optimizer, args, kwargs) -> None:
+        rates = {}
+        for p, (before, grad) in self._before.items():
+            step, grad = (before - p.detach()).double(), grad.double()
+            assert grad.norm() > 0, self.names[p]
+            rate = (step * grad).sum().item() / (grad * grad).sum().item()  # least squares: step = rate * grad
+            # one rate for the whole tensor, up to float32 rounding: anything else is not a plain SGD step
+            assert (step - rate * grad).norm() <= 1e-3 * (rate * grad).norm(), self.names[p]
+            rates[self.names[p]] = rate
+        self.steps.append(rates)
+
+
+def paper_rule(errors: list[float], patience: int, min_delta: float, max_drops: int) -> tuple[list[int], int]:
+    """The paper's rule (Section 4.1), written out here: (1-based epochs after which the rate is divided, last epoch).
+
+    An epoch improves when its error beats the best since the last drop by more than ``min_delta``; after
+    ``patience`` epochs in a row without improvement the rate is divided, or training stops once it has been
+    divided ``max_drops`` times.
+    """
+    drops: list[int] = []
+    best, waited = math.inf, 0
+    for epoch, error in enumerate(errors, start=1):
+        if error < best - min_delta:
+            best, waited = error, 0
+            continue
+        waited += 1
+        if waited == patience:
+            if len(drops) == max_drops:
+                return drops, epoch
+            drops.append(epoch)
+            best, waited = math.inf, 0
+    return drops, len(errors)
+
+
+def _timeless(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_s")} for row in rows]
+
+
+# ------------------------------------------------------------------------------------ the paper's plateau rule
+
+N_PLATEAU, BATCH_PLATEAU = 20, 8  # 3 steps per epoch (8, 8, 4 images)
+PATIENCE, MIN_DELTA = 2, 7.5  # errors move in steps of 5 points: a 5-point gain is no improvement, 10 is
+# images wrong per epoch (of 20): errors 50, 45, 40, 35, 35 | 35, 30, 25, 20, 25 | 20, 20, 20 (%)
+WRONG = [10, 9, 8, 7, 7, 7, 6, 5, 4, 5, 4, 4, 4]
+ERRORS = [100.0 * w / N_PLATEAU for w in WRONG]
+# Worked out by hand. Epoch 3 (40 < 50 - 7.5) is a new best, so the count starts again; epochs 4 and 5 do
+# not beat 40 - 7.5: divide after epoch 5. After a drop the best starts afresh, so epoch 6 (35, no better
+# than before the drop) is the new rate's first best; 7 waits, 8 (25 < 35 - 7.5) is a best; 9 and 10 wait:
+# divide after epoch 10. Epoch 11 is a best, 12 and 13 wait: two drops done, so training stops after 13.
+DROPS, LAST_EPOCH = [5, 10], 13
+EXPECTED_LR = [LR] * 5 + [LR / 10] * 5 + [LR / 100] * 3
+
+
+@pytest.fixture(scope="module")
+def plateau_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    return tiny_root(tmp_path_factory.mktemp("plateau-data"), N_PLATEAU)
+
+
+def plateau_recipe(labels: list[int]):
+    return recipe_from_dict(scripted_recipe(
+        labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, wrong=WRONG, weight_lr_mult=0.1, bias_lr_mult=0.2,
+        noise=True, epochs=40, lr=LR, schedule="paper", plateau_patience=PATIENCE, plateau_min_delta=MIN_DELTA,
+        plateau_max_drops=2, hold_bias_rates=True), "test")
+
+
+def test_the_reference_rule_gives_the_hand_worked_drops() -> None:
+    """Guards the reference itself: it must agree with the drops worked out by hand above."""
+    assert paper_rule(ERRORS, PATIENCE, MIN_DELTA, 2) == (DROPS, LAST_EPOCH)
+    # a rule that kept its best error across a drop would divide after epoch 7, not 10
+    assert paper_rule(ERRORS, PATIENCE, MIN_DELTA, 2) != ([5, 7], 10)
+
+
+def test_paper_rule_drops_twice_then_stops_through_the_trainer(plateau_root, tmp_path: Path) -> None:
+    """Catches a plateau rule that keeps its best error after a drop, counts `>` patience, resets nothing on a
+    new best, never stops, or a Trainer that reports or applies other rates than the schedule's."""
+    root, labels = plateau_root
+    trainer = Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False)
+    probe = RateProbe(trainer.model, trainer.optimizer)
+    summary = trainer.fit()
+
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == list(range(1, LAST_EPOCH + 1))
+    assert [r["train_error"] for r in rows] == pytest.approx(ERRORS)
+    assert paper_rule([r["train_error"] for r in rows], PATIENCE, MIN_DELTA, 2) == (DROPS, LAST_EPOCH)
+    assert [r["lr"] for r in rows] == pytest.approx(EXPECTED_LR, rel=1e-12)
+    assert summary["lr_drops_after_epochs"] == DROPS and summary["epochs_run"] == LAST_EPOCH
+    assert summary["stopped_early"] is None  # the paper's stop is the schedule's end, not an early stop
+    # what `nin eval` / `predict` rebuild the network from
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert (state["epoch"], state["model_name"], state["dataset"]) == (LAST_EPOCH, "scripted_test_net", "mnist")
+    assert state["model_args"] == trainer.recipe.model_args and state["input_size"] == [1, 2, 2]
+    assert state["classes"] == [str(d) for d in range(10)]
+
+    # the rates SGD applied: the weights' (0.1x) divided at each drop, the bias's (0.2x) held (hold_bias_rates)
+    assert len(probe.steps) == 3 * LAST_EPOCH
+    for step, rates in enumerate(probe.steps):
+        epoch_lr = EXPECTED_LR[step // 3]
+        assert rates["weight"] == pytest.approx(0.1 * epoch_lr, rel=2e-3), step
+        assert rates["bias"] == pytest.approx(0.2 * LR, rel=2e-3), step
+
+
+def test_resume_between_drops_follows_the_same_rule(plateau_root, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Catches a schedule whose state (best error, epochs without improvement, drops) is not saved or restored:
+    cut after epoch 5 (just divided) and after epoch 9 (one epoch into a wait), the resumed run must still divide
+    after epoch 10. The records must
+    equal the uninterrupted run's, losses included, so the random generator must be restored too."""
+    root, labels = plateau_root
+    # first cut right after the first drop (epoch 5), then one epoch into the wait after epoch 8
+    assert Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False,
+                   stop_after=5).fit()["lr_drops_after_epochs"] == [5]
+    cut = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False, stop_after=9)
+    assert cut.fit()["epochs_run"] == 9
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 9
+    capsys.readouterr()
+    resumed = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False)
+    assert f"resumed from {tmp_path / 'last.pt'} after epoch 9\n" in capsys.readouterr().err
+    probe = RateProbe(resumed.model, resumed.optimizer)
+    summary = resumed.fit()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["lr"] for r in rows] == pytest.approx(EXPECTED_LR, rel=1e-12)
+    assert summary["lr_drops_after_epochs"] == DROPS and summary["epochs_run"] == LAST_EPOCH
+    assert [r["lr_drops"] for r in rows][-1] == [d - 1 for d in DROPS]  # the rows keep 0-based epochs
+    assert len(probe.steps) == 3 * (LAST_EPOCH - 9)
+    assert probe.steps[0]["weight"] == pytest.approx(0.1 * LR / 10, rel=2e-3)  # epoch 10: before the 2nd drop
+    assert probe.steps[-1]["weight"] == pytest.approx(0.1 * LR / 100, rel=2e-3)
+
+    whole = Trainer(plateau_recipe(labels), tmp_path / "whole", data_root=root, progress=False)
+    whole.fit()
+    assert _timeless(read_metrics(tmp_path / "whole" / "metrics.jsonl")) == _timeless(rows)
+
+    # the rule said stop: resuming that run (its recipe allows 40 epochs) trains no further epoch
+    again = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False)
+    assert again.fit()["epochs_run"] == LAST_EPOCH
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == LAST_EPOCH
+
+
+def test_a_checkpoint_from_before_the_rate_multipliers_resumes_with_them(plateau_root, tmp_path: Path) -> None:
+    """A checkpoint written before the optimizer's groups held ``lr_mult`` and ``bias``: the resumed run takes
+    them from the recipe's model and applies the multiplied rates. Catches a resume that drops the new keys."""
+    root, labels = plateau_root
+    Trainer(plateau_recipe(labels), tmp_path, data_root=root, progress=False, stop_after=2).fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        del group["lr_mult"], group["bias"]
+    save_checkpoint(tmp_path / "last.pt", {k: v for k, v in state.items() if k != "format"})
+    resumed = Trainer(plateau_recipe(labels), tmp_path, data_root=root, resume=True, progress=False, stop_after=3)
+    probe = RateProbe(resumed.model, resumed.optimizer)
+    resumed.fit()
+    assert len(probe.steps) == 3  # epoch 3, before the first drop
+    for rates in probe.steps:
+        assert rates["weight"] == pytest.approx(0.1 * LR, rel=2e-3) and rates["bias"] == pytest.approx(0.2 * LR,
+                                                                                                      rel=2e-3)
+
+
+# -------------------------------------------------------------- per-layer rates of the authors' CIFAR-10 recipe
+
+def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_data: Path, tmp_path: Path) -> None:
+    """The authors' cuda-convnet rates (NIN/cifar-10_params): every weight at epsW, every bias at epsB = 2 epsW,
+    cccp6 (the last 1x1 layer) at 0.1x and 0.2x; the README's drops divide epsW only.
+
+    Measured from the real parameter updates of ``nin_cifar10`` (one image per step) with momentum and weight decay 0, at a 'step'
+    schedule with drops after epochs 1 and 2: catches a Trainer that ignores ``lr_mult`` (every layer at 1x),
+    ignores ``hold_bias_rates`` (biases divided too), or gives the multipliers to the wrong layer.
+    """
+    recipe = load_recipe("cifar10")
+    assert recipe.model_args == {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2}
+    assert recipe.hold_bias_rates and recipe.schedule == "step" and recipe.lr == LR
+    recipe = apply_overrides(recipe, [
+        "subset=1", "batch_size=1", "epochs=3", "milestones=[1, 2]", "momentum=0.0", "weight_decay=0.0",
+        "preprocess=[\"gcn\"]", "eval_split=none", "test_splits=[]", "device=\"cpu\"", "save_every=100"])
+    trainer = Trainer(recipe, tmp_path, data_root=shared_data, progress=False)
+    # cccp6, found here without the model's own lr_multipliers(): the only convolution with 10 output maps
+    convs = {name: m for name, m in trainer.model.named_modules() if isinstance(m, nn.Conv2d)}
+    cccp6 = [name for name, m in convs.items() if m.out_channels == 10]
+    assert len(convs) == 9 and cccp6 == [list(convs)[-1]]
+    expected_mult = {}
+    for name, m in convs.items():
+        last = name == cccp6[0]
+        expected_mult[f"{name}.weight"] = 0.1 if last else 1.0
+        expected_mult[f"{name}.bias"] = 0.2 if last else 2.0
+    # measured in float64, so that the tiny late updates are not lost to float32 rounding (same parameters, so
+    # the optimizer's groups still hold them)
+    trainer.model.double().register_forward_pre_hook(lambda module, args: (args[0].double(),))
+    probe = RateProbe(trainer.model, trainer.optimizer)
+    trainer.fit()
+
+    assert len(probe.steps) == 3  # 3 epochs of 1 step (1 image)
+    for epoch, rates in enumerate(probe.steps):
+        assert set(rates) == set(expected_mult)
+        for name, mult in expected_mult.items():
+            factor = 1.0 if name.endswith("bias") else 0.1 ** epoch
+            assert rates[name] == pytest.approx(LR * mult * factor, rel=1e-6), (epoch, name)
+
+
+AUTHORS = {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2}
+
+
+@pytest.mark.parametrize("name, kwargs, last_weight, last_bias, other_bias", [
+    ("nin_cifar10_fc", AUTHORS, 0.1, 0.2, 2.0),
+    ("nin_cifar10", AUTHORS, 0.1, 0.2, 2.0),
+    ("nin_cifar10", {"last_layer_lr_mult": 0.1}, 0.1, 0.2, 2.0),  # the last bias's default: bias x last layer
+    ("nin_mnist", {}, 1.0, 1.0, 1.0),  # no multipliers unless asked for
+    ("nin_cifar10_caffe", {}, 0.1, 0.1, 2.0),  # the Caffe zoo's: its last bias at 0.1x, not 2 x 0.1
+])
+def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_weight: float, last_bias: float,
+                                               other_bias: float) -> None:
+    """The optimizer's groups, checked per parameter: rate = lr x multiplier, weight decay on weights only, ``bias``
+    set on the undecayed groups. With a fully connected head (Table 5's ablation) the last layer is that head, not
+    the last convolution. Catches multipliers given to the wrong layer or with wrong defaults, decay on biases, or
+    groups that merge different multipliers."""
+    model = create_model(name, **kwargs)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    last = layers[-1]
+    assert isinstance(last, nn.Linear if name.endswith("_fc") else nn.Conv2d)
+    groups = param_groups(model, 0.5, 1e-4)
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    assert len(group_of) == sum(1 for _ in model.parameters())
+    for layer in layers:
+        for kind, p in (("weight", layer.weight), ("bias", layer.bias)):
+            if layer is last:
+                mult = last_weight if kind == "weight" else last_bias
+            else:
+                mult = 1.0 if kind == "weight" else other_bias
+            g = group_of[id(p)]
+            assert (g["lr"], g["lr_mult"], g["bias"]) == (pytest.approx(0.5 * mult), pytest.approx(mult),
+                                                          kind == "bias")
+            assert g["weight_decay"] == (1e-4 if kind == "weight" else 0.0)
+    assert len(groups) == len({(g["lr_mult"], g["bias"]) for g in groups})
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_rates_within_an_epoch_follow_the_warmup_and_drops(plateau_root, tmp_path: Path, hold: bool) -> None:
+    """'step' schedule, one warm-up epoch, a drop at epoch 3 (of 3 steps each): the rate rises 1/3, 2/3, 1 over the
+    first epoch's steps, then the weights' rate is divided by 10, the biases' too unless ``hold_bias_rates``.
+    Measured from the updates. Catches a step index lost on the way to the schedule, or biases held (or not)
+    against the recipe."""
+    root, labels = plateau_root
+    recipe = recipe_from_dict(scripted_recipe(
+        labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, weight_lr_mult=0.1, bias_lr_mult=0.2, epochs=3,
+        lr=LR, schedule="step", milestones=[2], warmup_epochs=1, hold_bias_rates=hold), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    probe = RateProbe(trainer.model, trainer.optimizer)
+    trainer.fit()
+    warm = [1 / 3, 2 / 3, 1.0] + [1.0] * 6
+    drop = [1.0] * 6 + [0.1] * 3
+    assert len(probe.steps) == 9
+    for step, rates in enumerate(probe.steps):
+        assert rates["weight"] == pytest.approx(0.1 * LR * warm[step] * drop[step], rel=2e-3), step
+        assert rates["bias"] == pytest.approx(0.2 * LR * warm[step] * (1.0 if hold else drop[step]), rel=2e-3), step
+
+
+def test_each_step_follows_the_mean_gradient_of_its_own_batch(plateau_root, tmp_path: Path) -> None:
+    """20 images in batches of 8, 8 and 4, label smoothing 0.1: the gradient of every step, the last and smaller
+    batch included, is the mean over that batch of softmax(logits) - smoothed one-hot, computed here from the
+    logits the network returned; the recorded loss and error are those of the epoch's 20 images. Catches a loss
+    scaled by the full batch size in a short last batch, by the batch size instead of its inverse, label smoothing
+    dropped on the way to the step, or an epoch total that keeps only some batches."""
+    root, labels = plateau_root
+    recipe = recipe_from_dict(scripted_recipe(labels, steps_per_epoch=3, batch_size=BATCH_PLATEAU, wrong=WRONG,
+                                              epochs=2, lr=LR, label_smoothing=0.1), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    seen, grads = [], []
+    trainer.model.register_forward_hook(lambda module, args, out: seen.append((args[0].detach(), out.detach())))
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(trainer.model.bias.grad.clone()))
+    trainer.fit()
+    assert [len(x) for x, _ in seen] == [8, 8, 4] * 2 and len(grads) == 6
+    losses, wrong = [0.0, 0.0], [0, 0]
+    for step, ((x, logits), grad) in enumerate(zip(seen, grads)):
+        index = (x[:, 0, 0, 0].double() * 255).round().long()
+        y = torch.tensor(labels)[index]
+        target = 0.9 * torch.nn.functional.one_hot(y, 10).double() + 0.1 / 10
+        expected = (torch.softmax(logits.double(), dim=1) - target).mean(0)
+        torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=1e-7)
+        losses[step // 3] += -(target * torch.log_softmax(logits.double(), dim=1)).sum().item()
+        wrong[step // 3] += int((logits.argmax(1) != y).sum())
+    # and the epoch's recorded loss and error: per image over all three batches
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["train_loss"] for r in rows] == pytest.approx([total / 20 for total in losses], rel=1e-6)
+    assert [r["train_error"] for r in rows] == pytest.approx([100 * w / 20 for w in wrong]) == [50.0, 45.0]
+
+
+def test_the_recorded_training_loss_is_the_models_loss_on_its_batch(tmp_path: Path) -> None:
+    """One step of the real ``nin_mnist`` (no dropout) on 8 images: the recorded loss and error are those of the
+    initial network on the batch, computed here in float64 with label smoothing 0.1 from a copy taken before
+    training. Catches a step run at another precision than the recipe's fp32 or without its label smoothing."""
+    root = tmp_path / "data"
+    arrays = write_mnist(root / "mnist", n_train=10_008, n_test=8, gz=False, size=28)
+    recipe = apply_overrides(load_recipe("mnist"), [
+        "subset=8", "batch_size=8", "epochs=1", "label_smoothing=0.1", "model_args.dropout=0.0", "eval_split=none",
+        "test_splits=[]", "device=\"cpu\"", "precision=\"fp32\""])
+    trainer = Trainer(recipe, tmp_path / "run", data_root=root, progress=False)
+    initial = copy.deepcopy(trainer.model).double().eval()
+    trainer.fit()
+    x = torch.from_numpy(arrays["train"][0][:8]).double().reshape(8, 1, 28, 28) / 255
+    y = torch.from_numpy(arrays["train"][1][:8]).long()
+    with torch.no_grad():
+        logits = initial(x)
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    expected = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1).item()
+    assert row["train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert row["train_error"] == pytest.approx(100 * int((logits.argmax(1) != y).sum()) / 8)
+
+
+def test_a_model_without_multipliers_gets_the_base_rate_everywhere() -> None:
+    """A network that declares no ``lr_multipliers`` (any torch module): every parameter at 1x the base rate."""
+    groups = param_groups(nn.Linear(3, 2), 0.5, 1e-4)
+    assert [(g["lr"], g["lr_mult"], g["bias"], g["weight_decay"], len(g["params"])) for g in groups] == [
+        (0.5, 1.0, True, 0.0, 1), (0.5, 1.0, False, 1e-4, 1)]
+
+
+# --------------------------------------------------------------------------------------- dead class maps
+
+N_DEAD, BATCH_DEAD = 10, 5  # 2 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def dead_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    return tiny_root(tmp_path_factory.mktemp("dead-data"), 45)
+
+
+def dead_class_stop(dead: list[list[int]], limit: int = 3) -> tuple[int | None, list[int]]:
+    """(1-based epoch at which some class has been dead ``limit`` epochs in a row, those classes), by hand."""
+    run = [0] * 10
+    for epoch, classes in enumerate(dead, start=1):
+        run = [n + 1 if c in classes else 0 for c, n in enumerate(run)]
+        if max(run) >= limit:
+            return epoch, [c for c, n in enumerate(run) if n >= limit]
+    return None, []
+
+
+def test_only_consecutive_dead_epochs_stop_training(dead_root, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Class 3 is dead in epochs 2, 3, 5, 6, 7 (alive in 4), class 7 in 6 and 7: training must stop after epoch 7,
+    naming class 3 only. Catches a detector that counts dead epochs that are not consecutive (it would stop
+    after epoch 5) or that names classes dead for fewer than three epochs."""
+    root, labels = dead_root
+    dead = [[], [3], [3], [], [3], [3, 7], [3, 7], [], []]
+    assert dead_class_stop(dead) == (7, [3])
+    recipe = recipe_from_dict(scripted_recipe(labels[:N_DEAD], steps_per_epoch=2, batch_size=BATCH_DEAD, dead=dead,
+                                              subset=N_DEAD, epochs=9, lr=LR, save_every=1), "test")
+    with pytest.raises(TrainingError) as stop:
+        Trainer(recipe, tmp_path, data_root=root, progress=False).fit()
+    message = str(stop.value)
+    assert message.startswith("epoch 7: the class map of '3' was zero on every training image for 3 epochs (1 of 10")
+    assert "last.pt (epoch 6) is kept" in message
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: epoch")]
+    assert [line.split(": the class map of ")[0] for line in warned] == [
+        "warning: epoch 2", "warning: epoch 3", "warning: epoch 5", "warning: epoch 6"]
+    assert warned[3].startswith("warning: epoch 6: the class map of '3', '7' was zero on every training image")
+
+
+@pytest.mark.parametrize("dead_steps, stop_step", [
+    (list(range(0, 45, 2)), None),  # 23 all-zero steps, never two in a row
+    (list(range(0, 19)) + list(range(20, 39)), None),  # 19 in a row, one live step, 19 more
+    (list(range(5, 25)), 25),  # 20 in a row: stop at the 20th (step 25, 1-based)
+])
+def test_first_epoch_dead_maps_need_twenty_steps_in_a_row(dead_root, tmp_path: Path, dead_steps: list[int],
+                                                          stop_step: int | None, capsys: pytest.CaptureFixture) -> None:
+    """Catches a first-epoch counter of all-zero steps that is never reset by a live step (the first two cases
+    would stop), or that stops before 20 steps in a row."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels, steps_per_epoch=45, batch_size=1, all_dead_steps=dead_steps,
+                                              epochs=1, lr=LR), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    if stop_step is None:
+        assert trainer.fit()["epochs_run"] == 1
+        # every class was alive at some step (the last step is dead in the first case): no class map is dead
+        assert "the class map" not in capsys.readouterr().err
+    else:
+        with pytest.raises(TrainingError, match=rf"^epoch 1, step {stop_step}: every class map is zero, so the "
+                                                r"loss sits at ln\(10\) = 2\.302585"):
+            trainer.fit()
+
+
+# -------------------------------------------------------------------------------- a parameter turned NaN
+
+def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoint(dead_root, tmp_path: Path) -> None:
+    """The last step of epoch 2 leaves a weight NaN while every loss of the epoch was finite: only the check of
+    the parameters after the epoch can see it. Catches that check missing or its message wrong."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:N_DEAD], steps_per_epoch=2, batch_size=BATCH_DEAD,
+                                              subset=N_DEAD, epochs=4, lr=LR, save_every=1), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    steps = []
+
+    def poison(optimizer, args, kwargs) -> None:
+        steps.append(1)
+        if len(steps) == 4:  # the last step of epoch 2
+            with torch.no_grad():
+                trainer.model.weight[3, 0] = float("nan")
+
+    trainer.optimizer.register_step_post_hook(poison)
+    with pytest.raises(TrainingError) as stop:
+        trainer.fit()
+    assert str(stop.value) == (f"parameter weight holds NaN or Inf after epoch 2: training diverged. The last good "
+                               f"checkpoint {tmp_path / 'last.pt'} (epoch 1) is kept.")
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+
+@pytest.mark.parametrize("poisoned_after", [2, 9])
+def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path,
+                                                                 poisoned_after: int) -> None:
+    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, one from the epoch's last
+    step (10) at step 10, with no window. Catches a check that skips steps, or looks at another total."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
+                                              lr=LR), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    steps = []
+
+    def poison(optimizer, args, kwargs) -> None:
+        steps.append(1)
+        if len(steps) == poisoned_after:
+            with torch.no_grad():
+                trainer.model.weight[3, 0] = float("nan")
+
+    trainer.optimizer.register_step_post_hook(poison)
+    with pytest.raises(TrainingError, match=rf"^the loss became nan at epoch 1, step {poisoned_after + 1}: training "
+                                            r"diverged\. No checkpoint was written\."):
+        trainer.fit()
+
+
+# ---------------------------------------- the periodic NaN check of CUDA devices, run on a CPU with a forced interval
+
+@pytest.mark.parametrize("poisoned_after, reported", [(1, 4), (8, 10)])
+def test_the_periodic_nan_check_reports_the_window_it_looked_at(dead_root, tmp_path: Path, poisoned_after: int,
+                                                                reported: int) -> None:
+    """With the loss looked at every 4 steps (as CUDA looks every SYNC_EVERY), a NaN from step 2 is reported at
+    step 4, and one from step 9 at the epoch's last step (10), with the window it may have come from."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
+                                              lr=LR), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    trainer.health.check_every = 4  # what a CUDA device does every CUDA_CHECK_EVERY steps
+    steps = []
+
+    def poison(optimizer, args, kwargs) -> None:
+        steps.append(1)
+        if len(steps) == poisoned_after:  # the next forward's logits, and so its loss, are NaN
+            with torch.no_grad():
+                trainer.model.weight[3, 0] = float("nan")
+
+    trainer.optimizer.register_step_post_hook(poison)
+    with pytest.raises(TrainingError, match=rf"^the loss became nan at epoch 1, step {reported} \(or up to 3 steps "
+                                            r"before\): training diverged"):
+        trainer.fit()
