@@ -28,6 +28,9 @@ class _PlainLog(LogFormatter):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
+ERROR_FLOOR = 0.01  # % : a log axis has no 0, and a network can fit its training set exactly
+
+
 def curves_figure(history: list[dict[str, Any]], title: str, paper_error: float | None = None,
                   peer_error: float | None = None) -> Figure:
     """Loss and error per epoch for training and validation, with the paper's (or a peer's) error as a line.
@@ -40,7 +43,8 @@ def curves_figure(history: list[dict[str, Any]], title: str, paper_error: float 
     for key, label in (("train", "train (running, in training mode)"), ("valid", "held-out")):
         if any(row.get(f"{key}_loss") is not None for row in history):
             ax_loss.plot(epochs, [row.get(f"{key}_loss") for row in history], label=label)
-            ax_err.plot(epochs, [row.get(f"{key}_error") for row in history], label=label)
+            errors = [row.get(f"{key}_error") for row in history]
+            ax_err.plot(epochs, [None if e is None else max(e, ERROR_FLOOR) for e in errors], label=label)
     for error, who in ((paper_error, "paper"), (peer_error, "peer")):
         if error is not None:
             ax_err.axhline(error, color="grey", linestyle="--" if who == "paper" else ":", label=f"{who} {error}%")
@@ -49,7 +53,8 @@ def curves_figure(history: list[dict[str, Any]], title: str, paper_error: float 
     for ax in (ax_loss, ax_err):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_err.set(xlabel="epoch", ylabel="error (%, log scale)", title="error", yscale="log")
+    ax_err.set(xlabel="epoch", ylabel=f"error (%, log scale; 0 drawn at {ERROR_FLOOR:g})", title="error",
+               yscale="log")
     ax_err.yaxis.set_major_formatter(_PlainLog())
     ax_err.yaxis.set_minor_formatter(_PlainLog(labelOnlyBase=False))
     ax_err.legend()
