@@ -125,7 +125,7 @@ def conv_bound(model: nn.Module, batch: int, input_size: tuple[int, int, int], p
 _JOBS = {
     "relu": ("relu", "threshold_backward"),
     "pooling": ("max_pool2d", "avg_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "mean"),
-    "dropout": ("dropout", "bernoulli", "native_dropout", "mul", "div"),
+    "dropout": ("dropout", "bernoulli", "native_dropout", "mul", "div", "random_", "bitwise_and", "ne"),
     "loss": ("cross_entropy", "log_softmax", "nll_loss", "_log_softmax"),
     "optimizer": ("sgd", "_foreach", "add_", "mul_", "lerp", "zero_"),
     "layout and precision conversions": ("copy_", "to", "_to_copy", "contiguous", "clone", "empty_like"),

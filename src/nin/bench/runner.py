@@ -174,7 +174,7 @@ def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, preproce
                  device: torch.device) -> Runner:
     """One side, with NIN-CIFAR10 initialized from ``config.seed`` (the same weights for both sides)."""
     torch.manual_seed(config.seed)
-    model = create_model(MODEL)
+    model = create_model(MODEL, packed_dropout=side == "ours")  # the same weights; ours draws packed masks
     eval_images = min(len(images), config.steps * config.batch_size)
     if side == "ours":
         return OursTrainer(model, images, labels, preprocess, eval_images, config, device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nin.layers import GlobalAvgPool
+from nin.layers import GlobalAvgPool, dropout_layer
 
 
 class GAPHead(nn.Module):
@@ -29,11 +29,11 @@ class FCHead(nn.Module):
     """
 
     def __init__(self, feature_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0,
-                 init_std: float | None = None) -> None:
+                 init_std: float | None = None, packed_dropout: bool = False) -> None:
         super().__init__()
         self.feature_shape = feature_shape
         channels, height, width = feature_shape
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout_layer(dropout, packed_dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(channels * height * width, num_classes)
         if init_std is not None:
             nn.init.normal_(self.fc.weight, std=init_std)

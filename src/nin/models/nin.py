@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nin.layers import MLPConv
+from nin.layers import MLPConv, dropout_layer
 from nin.models.base import ClassMapNetwork
 from nin.models.heads import FCHead, GAPHead
 from nin.models.registry import register_model
@@ -45,7 +45,8 @@ class NIN(ClassMapNetwork):
     """Stacked mlpconv layers with pooling and dropout between them, then a classifier head.
 
     ``head='gap'`` is the paper's global average pooling; ``'fc'`` and ``'fc-dropout'`` replace it
-    with a fully connected layer on the same last maps (the ablation of Table 5).
+    with a fully connected layer on the same last maps (the ablation of Table 5). ``packed_dropout``
+    draws the dropout masks from packed random bits (:mod:`nin.layers.dropout`), faster on CPUs.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class NIN(ClassMapNetwork):
         bias_lr_mult: float = 1.0,
         last_layer_lr_mult: float = 1.0,
         last_layer_bias_lr_mult: float | None = None,
+        packed_dropout: bool = False,
     ) -> None:
         super().__init__(bias_lr_mult, last_layer_lr_mult, last_layer_bias_lr_mult)
         blocks: list[nn.Module] = []
@@ -69,7 +71,7 @@ class NIN(ClassMapNetwork):
             if stage.pool is not None:
                 blocks.append(_pool(stage.pool, stage.pool_ceil))
             if stage.dropout > 0:
-                blocks.append(nn.Dropout(stage.dropout))
+                blocks.append(dropout_layer(stage.dropout, packed_dropout))
             channels = stage.widths[-1]
         self.features = nn.Sequential(*blocks)
         self.num_classes = channels
@@ -80,7 +82,7 @@ class NIN(ClassMapNetwork):
                 meta = copy.deepcopy(self.features).to("meta")
                 shape = meta(torch.zeros(1, in_channels, input_size, input_size, device="meta")).shape
             self.head = FCHead(tuple(shape[1:]), channels, dropout=0.5 if head == "fc-dropout" else 0.0,
-                               init_std=fc_init_std)
+                               init_std=fc_init_std, packed_dropout=packed_dropout)
         else:
             raise ValueError(f"unknown head {head!r}; use 'gap', 'fc' or 'fc-dropout'")
 
