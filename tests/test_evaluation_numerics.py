@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # the code under test: keep these imports together, so they are easy to re-point when modules move
@@ -92,3 +93,28 @@ def test_channels_last_and_bf16_evaluation_agree_with_the_hand_values() -> None:
     bf16 = evaluate(model, x, y, num_classes=2, batch_size=2, precision="bf16")
     assert bf16.loss == pytest.approx(LOSS, rel=1e-2) and bf16.loss != pytest.approx(LOSS, rel=1e-6)
     assert bf16.error == pytest.approx(ERROR) and model.training
+
+
+def test_test_time_flips_average_the_logits_of_each_image_and_its_mirror_image() -> None:
+    """A model that reads only the left half of the image: with flips, each image's logits are the mean of its
+    left half's and its right half's, computed here by hand."""
+    class LeftHalf(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([[1.0, -1.0], [-2.0, 3.0]]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
+            return torch.stack([left, left * left], dim=1) @ self.w
+
+    torch.manual_seed(3)
+    images, labels = torch.randn(5, 1, 2, 4), torch.tensor([0, 1, 1, 0, 1])
+    model = LeftHalf()
+    left = images[..., :2].mean(dim=(1, 2, 3))
+    right = images[..., 2:].mean(dim=(1, 2, 3))
+    by_hand = (torch.stack([left, left ** 2], 1) @ model.w + torch.stack([right, right ** 2], 1) @ model.w) / 2
+    result = evaluate(model, images, labels, 2, batch_size=2, flip=True)
+    expected_loss = F.cross_entropy(by_hand.detach(), labels).item()
+    assert result.loss == pytest.approx(expected_loss, rel=1e-6)
+    assert result.error == pytest.approx(100.0 * (by_hand.argmax(1) != labels).double().mean().item())
+    assert evaluate(model, images, labels, 2, batch_size=2).loss != pytest.approx(expected_loss, rel=1e-6)

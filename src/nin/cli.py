@@ -129,12 +129,13 @@ def _eval(args: argparse.Namespace) -> int:
 
         calibration = trained.load_split("train", args.data_dir).images[:args.calibration]
         model, precision = quantize_int8(model, trained.preprocess.transform(calibration)), "fp32"
+    flip = trained.recipe.get("test_time_flip", False) if args.flip is None else args.flip
     result = evaluate(model, trained.preprocess.transform(data.images), data.labels, len(trained.classes),
-                      precision=precision, channels_last=precision == "bf16")
+                      precision=precision, channels_last=precision == "bf16", flip=flip)
     per_class = {name: acc for name, acc in zip(data.classes, result.per_class_accuracy) if acc is not None}
     if args.json:
         _print_json({"split": args.split, "description": data.description, "lossy": data.lossy,
-                     "precision": args.precision, "images": result.count, "error": result.error,
+                     "precision": args.precision, "flip": flip, "images": result.count, "error": result.error,
                      "per_class_accuracy": per_class})
         return 0
     print(f"{data.description}\ntest error {result.error:.2f}% ({result.count} images, {args.precision})")
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8: a statically quantized copy for x86 CPUs (see nin.inference.quantize)")
     p.add_argument("--calibration", type=_positive, default=2000, metavar="N",
                    help="int8: calibrate on the first N training images (default 2000)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flips: average the logits of each image and its mirror image (default: as the "
+                   "run's recipe evaluated, test_time_flip)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_eval)
 

@@ -43,9 +43,12 @@ def resident_dtype(precision: str) -> torch.dtype:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
-             batch_size: int = 500, precision: str = "fp32", channels_last: bool = False,
+             batch_size: int = 500, precision: str = "fp32", channels_last: bool = False, flip: bool = False,
              world: World = World()) -> EvalResult:
-    """Each process evaluates its contiguous share of the split; the sums are combined."""
+    """Each process evaluates its contiguous share of the split; the sums are combined.
+
+    ``flip``: test-time flips, the logits averaged over each image and its mirror image (a fast recipe's
+    evaluation protocol, not the paper's)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters(), images).device  # a quantized model keeps no parameters: its input's device
@@ -59,8 +62,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_c
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
+            if flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
         totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
         totals[1] += len(y)
         hits = (logits.argmax(1) == y).double()

@@ -348,7 +348,8 @@ class Trainer:
 
     def _evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> EvalResult:
         return evaluate(self.model, images, labels, self.num_classes, batch_size=self.recipe.eval_batch_size,
-                        precision=self.recipe.precision, channels_last=self.recipe.channels_last, world=self.world)
+                        precision=self.recipe.precision, channels_last=self.recipe.channels_last,
+                        flip=self.recipe.test_time_flip, world=self.world)
 
     def _save(self, epoch: int) -> None:
         if self.world.is_main:
