@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _checkpoints import synthetic_checkpoint, synthetic_digits
+from _checkpoints import checkpoint_state, synthetic_checkpoint, synthetic_digits
 
 import nin
 import nin.inference.weights
+from nin.checkpoint import save_checkpoint
 from nin.inference.pretrained import get_pretrained
 from nin.inference.trained import load_trained
 from nin.inference.weights import WeightsError, load_weights, read_weights, weights_from_checkpoint
@@ -73,3 +74,15 @@ def test_a_sidecar_without_format_is_refused(tmp_path) -> None:
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(WeightsError, match="not a nin weights sidecar"):
         read_weights(tmp_path / "x.safetensors")
+
+
+def test_weights_remember_whether_their_recipe_evaluates_with_flips(tmp_path) -> None:
+    """A run scored with test-time flips exports weights that nin eval scores the same way; sidecars written
+    before the field existed (the shipped nin_mnist.fast) read as without flips."""
+    state = checkpoint_state(synthetic_digits(1024)[0], ("unit",))
+    state["recipe"]["test_time_flip"] = True
+    save_checkpoint(tmp_path / "flipped.pt", state)
+    weights = weights_from_checkpoint(tmp_path / "flipped.pt", tmp_path / "flipped.safetensors")
+    assert weights.test_time_flip and load_weights(weights.sidecar).recipe["test_time_flip"] is True
+    assert not weights_from_checkpoint(synthetic_checkpoint(tmp_path), tmp_path / "plain.safetensors").test_time_flip
+    assert read_weights(get_pretrained("nin_mnist.fast").file).test_time_flip is False

@@ -1,6 +1,9 @@
 """Recipes: every shipped file loads, overrides are checked by key and type."""
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 import nin
@@ -85,3 +88,17 @@ def test_a_recipe_without_a_paper_number_prints_its_peer_reference(capsys: pytes
                   "paper_error": None, "paper_ref": recipe.paper_ref, "peer_error": recipe.peer_error,
                   "peer_ref": recipe.peer_ref})
     assert "no paper number; peer reference: 8.40% (Fashion-MNIST README benchmark" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_20_minute_recipe_is_the_one_its_records_ran(seed: int) -> None:
+    """docs/speed.md quotes results/cifar10-fast20-seed*; the shipped recipe must train exactly those settings
+    (seeds 0 and 1 ran as cifar10-fast with overrides, before the recipe had a name)."""
+    record = Path(__file__).resolve().parents[1] / "results" / f"cifar10-fast20-seed{seed}" / "recipe.toml"
+    if not record.exists():
+        pytest.skip(f"{record.parent.name} is not recorded yet")
+    ran = dataclasses.asdict(load_recipe(str(record)))
+    shipped = dataclasses.asdict(load_recipe("cifar10-fast20"))
+    ignored = {"name", "description", "seed"}
+    assert {k: v for k, v in ran.items() if k not in ignored} == {k: v for k, v in shipped.items() if k not in ignored}
+    assert ran["seed"] == seed

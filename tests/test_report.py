@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from _idx import write_mnist
 from nin.cli import main
 from nin.experiments.paper import EXPERIMENTS
 from nin.experiments.report import render
-from nin.experiments.reproduce import ExperimentError, reproduce
+from nin.experiments.reproduce import ExperimentError, portable_summary, reproduce
 from nin.train import Recipe, list_recipes, load_recipe
 from nin.train.recipe import recipe_to_toml
 
@@ -26,11 +27,16 @@ def test_every_experiment_names_shipped_recipes() -> None:
 
 def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    (summary,) = reproduce("table4", runs_dir=tmp_path / "runs", results_dir=results, data_root=str(shared_data),
+    relative_root = os.path.relpath(shared_data)  # as a user types it: --data-dir ../shared/data
+    (summary,) = reproduce("table4", runs_dir=tmp_path / "runs", results_dir=results, data_root=relative_root,
                            overrides=TINY, only=["mnist"], tag="tiny")
     assert sorted(p.name for p in (results / "mnist-tiny").iterdir()) == \
         ["curves.png", "metrics.jsonl", "recipe.toml", "summary.json"]
     assert not list(results.rglob("*.pt"))  # checkpoints stay in the runs folder
+    # the run folder remembers where its data is; the shared record holds no path of this machine
+    assert json.loads((tmp_path / "runs" / "mnist-tiny" / "summary.json").read_text())["data"]["root"] == \
+        str(shared_data.resolve())
+    assert json.loads((results / "mnist-tiny" / "summary.json").read_text())["data"]["root"] == relative_root
     page = tmp_path / "docs" / "results.md"
     assert main(["report", "--results-dir", str(results), "--out", str(page)]) == 0
     text = page.read_text()
@@ -42,6 +48,13 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet | - |" in text
     assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet | - |" in text  # our own recipe's row
     assert "| Stochastic Pooling | 0.47 |  |  |  |" in text  # a paper row we have no recipe for
+
+
+def test_shared_records_hold_no_path_of_this_machine() -> None:
+    run = {"command": f"nin train --out {Path.home() / 'runs' / 'a'} --data-dir ../data", "data": {"root": "/abs/data"}}
+    shared = json.loads(portable_summary(json.dumps(run).encode(), "../data"))
+    assert shared == {"command": "nin train --out ~/runs/a --data-dir ../data", "data": {"root": "../data"}}
+    assert "root" not in json.loads(portable_summary(json.dumps(run).encode(), None))["data"]
 
 
 def _write_record(results: Path, run: str, recipe: Recipe, last_epoch_error: float, tests: dict) -> None:

@@ -1,6 +1,7 @@
 """`nin reproduce`: run the recipes of one paper experiment and keep their records under results/."""
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ def reproduce(name: str, *, runs_dir: Path, results_dir: Path, data_root: str | 
         if summary is not None:
             record = results_dir / run
             for file in RECORD_FILES:
-                atomic_write_bytes(record / file, (runs_dir / run / file).read_bytes())
+                content = (runs_dir / run / file).read_bytes()
+                atomic_write_bytes(record / file, portable_summary(content, data_root) if file == "summary.json"
+                                   else content)
             summaries.append(summary)
     return summaries
+
+
+def portable_summary(content: bytes, data_root: str | None) -> bytes:
+    """A run's summary.json for the shared records: the data root as the command gave it (or none), not the
+    absolute path of this machine, which the run folder keeps so that `nin eval RUN` finds its data; and the
+    home folder in the command (a shell's expansion of ~) written back as ~."""
+    summary = json.loads(content)
+    if isinstance(summary.get("command"), str):
+        summary["command"] = summary["command"].replace(str(Path.home()), "~")
+    data = summary.get("data")
+    if isinstance(data, dict) and "root" in data:
+        if data_root is None:
+            del data["root"]
+        else:
+            data["root"] = str(data_root)
+    return (json.dumps(summary, indent=2) + "\n").encode()

@@ -52,6 +52,7 @@ class Weights:
     classes: list[str]
     input_size: tuple[int, int, int]
     preprocess: dict[str, Any]  # Pipeline.to_spec() with tensors replaced by placeholders
+    test_time_flip: bool = False  # the recipe evaluated each image and its mirror image: nin eval does too
     sidecar: Path | None = None  # where the record was read from (None: not yet written)
 
     def load(self, device: str | torch.device = "cpu") -> TrainedModel:
@@ -81,7 +82,7 @@ class Weights:
             raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
         model.eval()
         input_size = check_input_size(model, list(self.input_size), str(self.sidecar))
-        recipe = {"name": self.recipe}
+        recipe = {"name": self.recipe, "test_time_flip": self.test_time_flip}
         return TrainedModel(model.to(device), self.model_name, dict(self.model_args), preprocess, list(self.classes),
                             self.dataset, input_size, recipe, [])
 
@@ -119,7 +120,7 @@ def save_weights(trained: TrainedModel, path: str | os.PathLike, accuracy: float
     model_name = trained.model_name
     record = Weights(model_name, dict(trained.model_args), path.name, str(trained.recipe.get("name", "unknown")),
                      trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
-                     preprocess)
+                     preprocess, bool(trained.recipe.get("test_time_flip", False)))
     sidecar = path.with_suffix(".json")
     payload = save_safetensors(tensors, metadata={"format": FORMAT, "model_name": model_name})
     fields = {k: v for k, v in asdict(record).items() if k != "sidecar"}
