@@ -6,6 +6,7 @@ path (the weights file, not the checkpoint; fp32 or the record's precision).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,9 +18,11 @@ from PIL import Image
 import nin
 from nin.cli import main
 from nin.data import SPLITS
+from nin.experiments.check import args_as_run
 from nin.inference.pretrained import PRETRAINED, Pretrained, get_pretrained
 from nin.inference.weights import WeightsError, read_weights
 from nin.train.metrics import read_metrics
+from nin.train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = {card.name: card for card in PRETRAINED}
@@ -31,6 +34,9 @@ def test_each_card_agrees_with_its_record(name: str) -> None:
     record = REPO / card.record
     summary = json.loads((record / "summary.json").read_text())
     assert summary["recipe"] == card.recipe and summary["model"] == card.model
+    ran, shipped = load_recipe(str(record / "recipe.toml")), load_recipe(card.recipe)
+    # the recipe as shipped trains these weights (with the model defaults of the day the record was written)
+    assert dataclasses.replace(ran, seed=shipped.seed, model_args=args_as_run(ran, summary["date"])) == shipped
     last = read_metrics(record / "metrics.jsonl")[-1]
     for split, error in card.errors.items():
         recorded = summary["tests"][split]["error"] if split in summary["tests"] else last["valid_error"]
@@ -81,7 +87,8 @@ def test_a_damaged_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_unknown_and_missing_weights_are_clear_errors() -> None:
-    with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.fast"):
+    with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.fast, "
+                                           "nin_cifar10.fast20"):
         get_pretrained("nin_mnist.nope")
     with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10_fc'"):
         nin.create_model("nin_cifar10_fc", pretrained=True)

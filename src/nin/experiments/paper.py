@@ -32,7 +32,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
         Row("CNN + Spearmint (augmentation)", 9.50), Row("Conv. maxout + Dropout (augmentation)", 9.38),
         Row("DropConnect + 12 networks (augmentation)", 9.32),
         Row("NIN + Dropout (augmentation)", 8.81, "cifar10-aug"),
-    ), ("cifar10-fast", "cifar10-caffe")),
+    ), ("cifar10-fast", "cifar10-fast20", "cifar10-caffe")),
     Experiment("table2", "Table 2: CIFAR-100 test error", "cifar100", (
         Row("Learned Pooling", 43.71), Row("Stochastic Pooling", 42.51), Row("Conv. maxout + Dropout", 38.57),
         Row("Tree based priors", 36.85), Row("NIN + Dropout", 35.68, "cifar100"),
