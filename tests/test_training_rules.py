@@ -451,11 +451,9 @@ def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoi
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
 
 
-@pytest.mark.parametrize("poisoned_after", [2, 9])
-def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path,
-                                                                 poisoned_after: int) -> None:
-    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, one from the epoch's last
-    step (10) at step 10, with no window. Catches a check that skips steps, or looks at another total."""
+def _poisoned_trainer(dead_root, tmp_path: Path, poisoned_after: int) -> Trainer:
+    """A scripted run of 10 steps per epoch whose weight turns NaN after optimizer step ``poisoned_after``, so the
+    next forward's logits, and so its loss, are NaN."""
     root, labels = dead_root
     recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
                                               lr=LR), "test")
@@ -469,6 +467,15 @@ def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_
                 trainer.model.weight[3, 0] = float("nan")
 
     trainer.optimizer.register_step_post_hook(poison)
+    return trainer
+
+
+@pytest.mark.parametrize("poisoned_after", [2, 9])
+def test_on_a_cpu_a_nan_loss_is_reported_at_the_step_it_appeared(dead_root, tmp_path: Path,
+                                                                 poisoned_after: int) -> None:
+    """A CPU looks at the loss after every step: a NaN from step 3 is reported at step 3, one from the epoch's last
+    step (10) at step 10, with no window. Catches a check that skips steps, or looks at another total."""
+    trainer = _poisoned_trainer(dead_root, tmp_path, poisoned_after)
     with pytest.raises(TrainingError, match=rf"^the loss became nan at epoch 1, step {poisoned_after + 1}: training "
                                             r"diverged\. No checkpoint was written\."):
         trainer.fit()
@@ -481,20 +488,8 @@ def test_the_periodic_nan_check_reports_the_window_it_looked_at(dead_root, tmp_p
                                                                 reported: int) -> None:
     """With the loss looked at every 4 steps (as CUDA looks every SYNC_EVERY), a NaN from step 2 is reported at
     step 4, and one from step 9 at the epoch's last step (10), with the window it may have come from."""
-    root, labels = dead_root
-    recipe = recipe_from_dict(scripted_recipe(labels[:20], steps_per_epoch=10, batch_size=2, subset=20, epochs=2,
-                                              lr=LR), "test")
-    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    trainer = _poisoned_trainer(dead_root, tmp_path, poisoned_after)
     trainer.health.check_every = 4  # what a CUDA device does every CUDA_CHECK_EVERY steps
-    steps = []
-
-    def poison(optimizer, args, kwargs) -> None:
-        steps.append(1)
-        if len(steps) == poisoned_after:  # the next forward's logits, and so its loss, are NaN
-            with torch.no_grad():
-                trainer.model.weight[3, 0] = float("nan")
-
-    trainer.optimizer.register_step_post_hook(poison)
     with pytest.raises(TrainingError, match=rf"^the loss became nan at epoch 1, step {reported} \(or up to 3 steps "
                                             r"before\): training diverged"):
         trainer.fit()
