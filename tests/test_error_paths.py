@@ -182,5 +182,6 @@ def test_cli_names_the_shipped_weights_when_asked_for_others(capsys: pytest.Capt
     """`nin eval NAME` of a network without shipped weights lists those that are shipped and how to make some."""
     assert main(["eval", "nin_svhn"]) == 2
     err = capsys.readouterr().err
-    assert err == ("nin eval: error: no pretrained weights are shipped for 'nin_svhn' (shipped: nin_mnist.fast, "
-                   "nin_cifar10.fast20); train it with `nin train --recipe ...`, or use pretrained=False\n")
+    assert err == ("nin eval: error: no pretrained weights are shipped for 'nin_svhn' (shipped: nin_mnist.paper, "
+                   "nin_mnist.fast, nin_cifar10.fast20); train it with `nin train --recipe ...`, or use "
+                   "pretrained=False\n")

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_int8_copy_agrees_with_the_float_model_and_leaves_it_untouched(shared_data: Path) -> None:
-    trained = open_trained("nin_mnist")
+    trained = open_trained("nin_mnist.fast")
     before = {k: v.clone() for k, v in trained.model.state_dict().items()}
     calibration = trained.preprocess(load_dataset("mnist", "train", root=shared_data).images[:500])
     test = load_dataset("mnist", "test", root=shared_data)
@@ -37,7 +37,7 @@ def test_cli_eval_reports_int8_error_close_to_the_recorded_run(shared_data: Path
     (results/mnist-fast/summary.json: 0.50%, 50 images), not against the same command's fp32 answer: catches an
     int8 path, or an evaluation, that drifted along with the code it would be compared with."""
     recorded = json.loads((REPO / "results" / "mnist-fast" / "summary.json").read_text())["tests"]["test"]
-    assert main(["eval", "nin_mnist", "--split", "test", "--data-dir", str(shared_data), "--json",
+    assert main(["eval", "nin_mnist.fast", "--split", "test", "--data-dir", str(shared_data), "--json",
                  "--precision", "int8", "--calibration", "500"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["precision"] == "int8" and report["images"] == recorded["images"] == 10_000
@@ -47,4 +47,4 @@ def test_cli_eval_reports_int8_error_close_to_the_recorded_run(shared_data: Path
 @pytest.mark.parametrize("shape", [(0, 1, 28, 28), (28, 28)])
 def test_calibration_must_be_a_batch_of_images(shape: tuple[int, ...]) -> None:
     with pytest.raises(QuantizationError, match="calibration needs a batch of preprocessed images"):
-        quantize_int8(open_trained("nin_mnist").model, torch.zeros(shape))
+        quantize_int8(open_trained("nin_mnist.fast").model, torch.zeros(shape))

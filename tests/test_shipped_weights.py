@@ -35,8 +35,10 @@ def test_each_card_agrees_with_its_record(name: str) -> None:
     summary = json.loads((record / "summary.json").read_text())
     assert summary["recipe"] == card.recipe and summary["model"] == card.model
     ran, shipped = load_recipe(str(record / "recipe.toml")), load_recipe(card.recipe)
-    # the recipe as shipped trains these weights (with the model defaults of the day the record was written)
-    assert dataclasses.replace(ran, seed=shipped.seed, model_args=args_as_run(ran, summary["date"])) == shipped
+    # the recipe as shipped trains these weights (with the model defaults of the day the record was written), up to
+    # the seed and the hardware options (--device, --precision, --channels-last)
+    hardware = {k: getattr(shipped, k) for k in ("seed", "device", "precision", "channels_last")}
+    assert dataclasses.replace(ran, model_args=args_as_run(ran, summary["date"]), **hardware) == shipped
     last = read_metrics(record / "metrics.jsonl")[-1]
     for split, error in card.errors.items():
         recorded = summary["tests"][split]["error"] if split in summary["tests"] else last["valid_error"]
@@ -87,8 +89,8 @@ def test_a_damaged_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_unknown_and_missing_weights_are_clear_errors() -> None:
-    with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.fast, "
-                                           "nin_cifar10.fast20"):
+    with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.paper, "
+                                           "nin_mnist.fast, nin_cifar10.fast20"):
         get_pretrained("nin_mnist.nope")
     with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10_fc'"):
         nin.create_model("nin_cifar10_fc", pretrained=True)
@@ -99,9 +101,9 @@ def test_unknown_and_missing_weights_are_clear_errors() -> None:
 def test_create_model_takes_raw_images_unless_asked_for_the_bare_network() -> None:
     """The default (preprocess=True) applies the weights' own fitted preprocessing to raw pixels; the bare
     network applied to the same raw pixels gives other logits, and to the preprocessed pixels the same ones."""
-    card: Pretrained = get_pretrained("nin_mnist")
-    whole = nin.create_model("nin_mnist", pretrained=True)
-    bare = nin.create_model("nin_mnist", pretrained=True, preprocess=False)
+    card: Pretrained = get_pretrained("nin_mnist.fast")  # fitted standardization: raw and preprocessed differ
+    whole = nin.create_model("nin_mnist.fast", pretrained=True)
+    bare = nin.create_model("nin_mnist.fast", pretrained=True, preprocess=False)
     assert whole.classes == [str(d) for d in range(10)]
     raw = torch.randint(0, 256, (3, 1, 28, 28)).float()
     steps = read_weights(card.file).preprocess["steps"]
