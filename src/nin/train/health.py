@@ -102,6 +102,7 @@ class HealthMonitor:
             f"({len(dead)} of {len(self.classes)} classes), so the network cannot predict "
             f"{'that class' if one else 'those classes'}. The ReLU "
             "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
-            f"back. Training was stopped. {kept} Remedies: a lower learning rate (--set lr={self.lr / 2:g}) "
-            "or BatchNorm (--set model_args.batch_norm=true, not in the paper)."
+            f"back. Training was stopped. {kept} Remedies: a warm-up of the rate (--set warmup_epochs=2), a lower "
+            f"learning rate (--set lr={self.lr / 2:g}) or BatchNorm (--set model_args.batch_norm=true, not in the "
+            "paper)."
         )
