@@ -23,8 +23,8 @@ def test_conv_layers_are_the_networks_own_with_their_flops() -> None:
 
 
 def test_conv_bound_counts_one_backward_product_for_the_first_layer_and_two_for_the_others() -> None:
-    bound = conv_bound(create_model("nin_cifar10"), 2, (3, 32, 32), "fp32", channels_last=False, device=CPU,
-                       repeats=1)
+    bound = conv_bound(conv_layers(create_model("nin_cifar10"), (2, 3, 32, 32)), "fp32", channels_last=False,
+                       device=CPU, repeats=1)
     first, second = bound["layers"][:2]
     assert first["flop"] == 2 * (2 * 2 * 192 * 32 * 32 * 3 * 25)  # forward + weight gradient only
     assert second["flop"] == 3 * (2 * 2 * 160 * 32 * 32 * 192)  # forward + weight and input gradients

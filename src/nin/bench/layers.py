@@ -107,12 +107,13 @@ def time_conv(layer: ConvLayer, precision: str, channels_last: bool, device: tor
             "flop": layer.forward_flop + backward_flop}
 
 
-def conv_bound(model: nn.Module, batch: int, input_size: tuple[int, int, int], precision: str,
-               channels_last: bool, device: torch.device, repeats: int = 5) -> dict[str, Any]:
-    """Every convolution of ``model`` timed alone: the per-layer table, the convolution peak (the fastest
-    layer's forward GFLOP/s) and the images/s of a step that did nothing but these convolutions."""
+def conv_bound(convs: list[ConvLayer], precision: str, channels_last: bool, device: torch.device,
+               repeats: int = 5) -> dict[str, Any]:
+    """Every convolution of a network (:func:`conv_layers`) timed alone: the per-layer table, the convolution
+    peak (the fastest layer's forward GFLOP/s) and the images/s of a step that did nothing but these convolutions."""
+    batch = convs[0].input_shape[0]
     layers = [time_conv(layer, precision, channels_last, device, input_grad=i > 0, repeats=repeats)
-              for i, layer in enumerate(conv_layers(model, (batch, *input_size)))]
+              for i, layer in enumerate(convs)]
     seconds = sum(r["forward_s"] + r["backward_s"] for r in layers)
     return {"precision": precision, "batch": batch, "layers": layers,
             "peak_gflops": max(r["forward_gflops"] for r in layers),

@@ -336,15 +336,14 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
         report[phase] = {**sides, "ratio": ratio, "target": TARGETS[phase], "met": ratio >= TARGETS[phase]}
     if config.layers:
         ours = runners["ours"]
-        bound = conv_bound(create_model(MODEL).to(device), config.batch_size, INPUT_SIZE, ours.precision,
-                           channels_last=True, device=device, repeats=config.repeats)
+        layers = conv_layers(ours.model, (config.batch_size, *INPUT_SIZE))
+        bound = conv_bound(layers, ours.precision, channels_last=True, device=device, repeats=config.repeats)
         trained = report["train"]["ours"]
         trained["fraction_of_conv_peak"] = trained["gflops"] / bound["peak_gflops"]
         trained["fraction_of_conv_bound"] = trained["median_images_per_s"] / bound["convolutions_only_images_per_s"]
         report["convolutions"] = bound
         if device.type == "cpu":
-            layers = conv_layers(ours.model, (config.batch_size, *INPUT_SIZE))
-            ours.model.train()
+            ours.model.train()  # conv_layers left it in eval mode
             report["profile"] = profile_step(lambda: ours.train(1), ours.model, layers)
     if config.memory:
         report["memory"] = _memory(config, images, labels, preprocess)

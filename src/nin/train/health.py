@@ -91,7 +91,8 @@ class HealthMonitor:
             "predicts chance. The ReLU on the last mlpconv layer has switched off all class maps at once "
             f"(lr {self.lr}, Gaussian init). Remedies: a lower learning rate (--set lr={self.lr / 5:g}), a warm-up "
             "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm "
-            "(--set model_args.batch_norm=true, not in the paper). Training was stopped instead of running for hours at chance level."
+            "(--set model_args.batch_norm=true, not in the paper). Training was stopped instead of running for hours "
+            "at chance level."
         )
 
     def _dead_classes_message(self, epoch: int, dead: list[str], kept: str) -> str:
