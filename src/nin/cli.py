@@ -433,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
         from nin.utils.allocator import reexec_with_tuned_malloc
 
-        reexec_with_tuned_malloc(sys.argv[1:])  # before importing torch: the new process imports it once
+        reexec_with_tuned_malloc(sys.argv[1:])  # glibc reads the settings at process start only
     from nin.errors import NinError
 
     try:
