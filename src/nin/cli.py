@@ -70,10 +70,15 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     from nin.experiments.reproduce import reproduce
 
-    for summary in reproduce(args.experiment, runs_dir=Path(args.runs_dir), results_dir=Path(args.results_dir),
-                             data_root=args.data_dir, overrides=_recipe_overrides(args), only=args.only,
-                             tag=args.tag, command=_command_line()):
+    summaries = reproduce(args.experiment, runs_dir=Path(args.runs_dir), results_dir=Path(args.results_dir),
+                          data_root=args.data_dir, overrides=_recipe_overrides(args), only=args.only, tag=args.tag,
+                          command=_command_line(), jobs=args.jobs)
+    for summary in summaries:
         _print_final(summary)
+    speeds = [summary["final"]["images_per_s"] for summary in summaries if summary["final"]]
+    if 1 < len(speeds) <= args.jobs:  # all ran at once
+        print(f"{len(speeds)} runs at once: {sum(speeds) / len(speeds):,.0f} training images/s per run in its last "
+              f"epoch, {sum(speeds):,.0f} in all")
     return 0
 
 
@@ -292,8 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("reproduce", help="run the recipes of a paper table or figure, records into results/")
-    p.add_argument("experiment", help="table1, table2, table3, table4, table5, fig3, fashion-mnist")
-    p.add_argument("--only", nargs="+", metavar="RECIPE", help="run only these recipes of the experiment")
+    p.add_argument("experiment", nargs="+", help="table1, table2, table3, table4, table5, fig3, fashion-mnist "
+                   "(several: their recipes, each once)")
+    p.add_argument("--only", nargs="+", metavar="RECIPE", help="run only these recipes of the experiments")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N recipes at once, each in a process of "
+                   "its own with its output in RUNS_DIR/RUN.log (a GPU that one small run leaves idle)")
     p.add_argument("--tag", help="name a variant (e.g. a shortened schedule): records go to results/RECIPE-TAG")
     p.add_argument("--runs-dir", default="runs", help="where checkpoints go (large; default: runs)")
     p.add_argument("--results-dir", default="results", help="where the small records go (default: results)")

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import sys
+import traceback
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nin.errors import NinError
 from nin.experiments.paper import EXPERIMENTS, Experiment
-from nin.train import Trainer, apply_overrides, load_recipe
+from nin.train import Recipe, Trainer, apply_overrides, load_recipe
 from nin.utils.atomic import atomic_write_bytes
 
 RECORD_FILES = ("summary.json", "metrics.jsonl", "curves.png", "recipe.toml")
@@ -29,33 +36,85 @@ def run_name(recipe: str, tag: str | None) -> str:
     return f"{recipe}-{tag}" if tag else recipe
 
 
-def reproduce(name: str, *, runs_dir: Path, results_dir: Path, data_root: str | None = None,
+def reproduce(experiments: str | Sequence[str], *, runs_dir: Path, results_dir: Path, data_root: str | None = None,
               overrides: Sequence[str | tuple[str, str]] = (), only: list[str] | None = None, tag: str | None = None,
-              command: str | None = None) -> list[dict[str, Any]]:
-    """Train (or resume) each recipe of the experiment, then copy its small records into ``results_dir``.
+              command: str | None = None, jobs: int = 1) -> list[dict[str, Any]]:
+    """Train (or resume) each recipe of the experiments, then copy its small records into ``results_dir``.
 
     Checkpoints stay in ``runs_dir`` (they are large); a killed reproduction resumes where it stopped.
     ``tag`` names a variant (e.g. a shortened schedule) so it never overwrites the full run's records.
+    ``jobs`` > 1 trains that many recipes at once, each in a process of its own with its output in
+    ``runs_dir/RUN.log``: on a GPU that small runs leave mostly idle, the arms of the paper's tables share it.
     """
-    recipes = experiment(name).recipes
+    names = [experiments] if isinstance(experiments, str) else list(experiments)
+    recipes = list(dict.fromkeys(r for name in names for r in experiment(name).recipes))
     if only:
         unknown = [r for r in only if r not in recipes]
         if unknown:
-            raise ExperimentError(f"{', '.join(unknown)} not in {name}; its recipes: {', '.join(recipes)}")
+            raise ExperimentError(f"{', '.join(unknown)} not in {', '.join(names)}; its recipes: {', '.join(recipes)}")
         recipes = [r for r in recipes if r in only]
-    summaries = []
-    for recipe_name in dict.fromkeys(recipes):
-        recipe = apply_overrides(load_recipe(recipe_name), overrides)
-        run = run_name(recipe_name, tag)
-        summary = Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command).fit()
-        if summary is not None:
-            record = results_dir / run
-            for file in RECORD_FILES:
-                content = (runs_dir / run / file).read_bytes()
-                atomic_write_bytes(record / file, portable_summary(content, data_root) if file == "summary.json"
-                                   else content)
-            summaries.append(summary)
-    return summaries
+    if jobs < 1:
+        raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
+    runs = [(apply_overrides(load_recipe(name), overrides), run_name(name, tag)) for name in recipes]
+    if jobs == 1:
+        summaries = []
+        for recipe, run in runs:
+            summaries.append(Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command).fit())
+            _keep_records(runs_dir / run, results_dir / run, data_root, summaries[-1])
+        return [summary for summary in summaries if summary is not None]
+    return _train_at_once(runs, jobs, runs_dir, results_dir, data_root, command)
+
+
+def _keep_records(run_dir: Path, record: Path, data_root: str | None, summary: dict[str, Any] | None) -> None:
+    """Copy a finished run's small records (the main process of a run has its summary; others have none)."""
+    if summary is None:
+        return
+    for file in RECORD_FILES:
+        content = (run_dir / file).read_bytes()
+        atomic_write_bytes(record / file, portable_summary(content, data_root) if file == "summary.json" else content)
+
+
+def _train_at_once(runs: list[tuple[Recipe, str]], jobs: int, runs_dir: Path, results_dir: Path,
+                   data_root: str | None, command: str | None) -> list[dict[str, Any]]:
+    """Train the runs ``jobs`` at a time in fresh processes; a run that fails leaves the others going and keeping
+    their records, and the error at the end names each failed run and its log."""
+    threads = max(1, torch.get_num_threads() // jobs)  # on a CPU, the cores shared out rather than oversubscribed
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    logs = [runs_dir / f"{run}.log" for _, run in runs]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_in_child, recipe, runs_dir / run, data_root, command, log, threads)
+                   for (recipe, run), log in zip(runs, logs)]
+        for (_, run), log in zip(runs, logs):
+            print(f"{run}: training in a process of its own, output in {log}", file=sys.stderr)
+        outcomes = [future.result() for future in futures]
+    failed = []
+    for (_, run), log, outcome in zip(runs, logs, outcomes):
+        if "error" in outcome:
+            failed.append(f"{run} ({outcome['error'].rstrip('.')}; see {log})")
+        else:
+            _keep_records(runs_dir / run, results_dir / run, data_root, outcome["summary"])
+    if failed:
+        raise ExperimentError(f"{len(failed)} of {len(runs)} runs failed: {'; '.join(failed)}. The others kept their "
+                              "records; fix the cause and run the same command again (finished runs are not redone)")
+    return [outcome["summary"] for outcome in outcomes]
+
+
+def _train_in_child(recipe: Recipe, run_dir: Path, data_root: str | None, command: str | None, log: Path,
+                    threads: int) -> dict[str, Any]:
+    """One run in a spawned process, its output in ``log``: {"summary": ...} or {"error": the one-line message}."""
+    with open(log, "a") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    torch.set_num_threads(threads)
+    try:
+        return {"summary": Trainer(recipe, run_dir, data_root=data_root, resume=True, command=command).fit()}
+    except NinError as err:
+        print(f"error: {err.cli}", file=sys.stderr, flush=True)
+        return {"error": err.cli}
+    except Exception as err:  # the traceback goes to the log; the parent names the run and the log
+        traceback.print_exc()
+        sys.stderr.flush()
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def portable_summary(content: bytes, data_root: str | None) -> bytes:

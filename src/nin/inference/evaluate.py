@@ -28,11 +28,12 @@ class EvalResult:
         return [100.0 * c / n if n else None for c, n in zip(self.correct_per_class, self.count_per_class)]
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on the device, or nothing for fp32."""
+def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on the device, or nothing for fp32 (``cache_enabled=False`` for a CUDA graph capture)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+                          cache_enabled=cache_enabled)
 
 
 def resident_dtype(precision: str) -> torch.dtype:

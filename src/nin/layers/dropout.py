@@ -13,15 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
-
 
 def half_mask(like: torch.Tensor) -> torch.Tensor:
     """0 or 2 for each element of ``like``, each with probability 1/2, independently; in ``like``'s dtype and
     memory layout (a channels_last mask for a channels_last input, so the product keeps the layout)."""
     n = like.numel()
     random_bytes = torch.empty((n + 7) // 8, dtype=torch.uint8, device=like.device).random_()
-    bits = (random_bytes[:, None] & _BITS.to(like.device)) != 0
+    # the shifts are made on the device: a copy from host memory cannot be captured in a CUDA graph
+    shifts = torch.arange(8, dtype=torch.uint8, device=like.device)
+    bits = (random_bytes[:, None] >> shifts) & 1
     flat = bits.reshape(-1)[:n].to(like.dtype) * 2
     if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last):
         n_, c, h, w = like.shape

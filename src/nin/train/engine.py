@@ -21,6 +21,7 @@ from nin.errors import NinError
 from nin.inference.evaluate import EvalResult, autocast, evaluate
 from nin.models import create_model
 from nin.train.data import load_training_data
+from nin.train.graphs import check_graphs_possible, graph_training_forward
 from nin.train.health import CUDA_CHECK_EVERY, HealthMonitor, TrainingError
 from nin.train.metrics import plot_curves, write_metrics
 from nin.train.optimizer import build_optimizer, build_schedule, set_rates
@@ -77,6 +78,7 @@ def _device_and_world(recipe: Recipe) -> tuple[torch.device, World]:
         torch.cuda.set_device(device)
     if recipe.precision == "fp16" and device.type != "cuda":
         raise TrainingError("precision fp16 needs a CUDA GPU; use --precision bf16 on a CPU")
+    check_graphs_possible(recipe, device, world)
     return device, world
 
 
@@ -170,8 +172,15 @@ class Trainer:
         self.source = source_digest()
         if state:
             self._restore(state)
+        if recipe.cuda_graphs:
+            graph_training_forward(self.model, self._sample_batch(), recipe.precision)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
                                      else self.model)
+
+    def _sample_batch(self) -> torch.Tensor:
+        """A batch with the dtype, shape and memory format of the loader's full ones, for a graph capture."""
+        x = self.loader.images[: self.recipe.batch_size]
+        return x.contiguous(memory_format=torch.channels_last) if self.recipe.channels_last else x
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:
@@ -184,7 +193,7 @@ class Trainer:
         saved = state["recipe"]
         mine = dataclasses.asdict(self.recipe)
         # extended, moved, re-timed, saved more or less often, re-cited
-        ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref"}
+        ignored = {"epochs", "device", "max_minutes", "save_every", "peer_error", "peer_ref", "cuda_graphs"}
         # a field added since the checkpoint was written had its default then
         changed = [k for k in mine if k not in ignored and saved.get(k, RECIPE_DEFAULTS.get(k)) != mine[k]]
         if changed:
@@ -201,6 +210,7 @@ class Trainer:
         for group, new in zip(self.optimizer.param_groups, fresh):  # keys added since the checkpoint was written
             for key, value in new.items():
                 group.setdefault(key, value)
+            group["fused"] = new["fused"]  # the implementation this device uses, not the one that wrote the file
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])

@@ -77,6 +77,7 @@ class Recipe:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     eval_batch_size: int = 500
+    cuda_graphs: bool = False  # CUDA only: replay the forward and backward of full batches as a graph (train/graphs.py)
     test_time_flip: bool = False  # evaluate on each image and its mirror image, logits averaged (not the paper's)
     max_minutes: float | None = None  # stop cleanly after the epoch that passes this wall time (a job's time slot)
     save_every: int = 1  # epochs between checkpoints and plots (the last epoch is always saved): short epochs on GPUs
