@@ -2,8 +2,9 @@
 
 A CPU cannot capture a graph, so ``make_graphed`` is replaced by a stand-in that does what
 ``torch.cuda.make_graphed_callables`` does to a module and its state: three warm-up passes in training mode
-(BatchNorm statistics move, dropout draws), then a forward that replays one input shape only and runs eagerly in
-eval mode. Training through it must equal eager training exactly.
+(BatchNorm statistics move, dropout draws), then a forward that replays one input shape only, copying each batch
+into the sample it was captured with (its static input), and runs eagerly in eval mode. Training through it must
+equal eager training exactly.
 """
 from __future__ import annotations
 
@@ -28,15 +29,17 @@ def stand_in_capture(replayed: list[tuple[int, ...]]):
         params = list(module.parameters())
         for _ in range(3):
             torch.autograd.grad(module(*sample_args).float().sum(), params)
-        original, graphed_mode, shape = module.forward, module.training, sample_args[0].shape
+        original, graphed_mode, static = module.forward, module.training, sample_args[0]
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             if module.training != graphed_mode:
                 return original(x)
-            if x.shape != shape:
-                raise RuntimeError(f"a graph captured for {tuple(shape)} was replayed with {tuple(x.shape)}")
+            if x.shape != static.shape:
+                raise RuntimeError(f"a graph captured for {tuple(static.shape)} was replayed with {tuple(x.shape)}")
             replayed.append(tuple(x.shape))
-            return original(x)
+            if x.data_ptr() != static.data_ptr():
+                static.copy_(x)
+            return original(static)
 
         module.forward = forward
         return module
@@ -44,24 +47,25 @@ def stand_in_capture(replayed: list[tuple[int, ...]]):
 
 
 GRAPHS_TINY = ["subset=200", "batch_size=64", "epochs=2", "test_splits=[]", "eval_split=none", "device=\"cpu\"",
-               "precision=\"bf16\"", "channels_last=true",
                "model_args.batch_norm=true", "model_args.packed_dropout=true"]
 
 
-def test_graphed_training_equals_eager_training(shared_data: Path, tmp_path: Path,
+@pytest.mark.parametrize("numerics", [["precision=\"bf16\"", "channels_last=true"], ["precision=\"fp32\""]])
+def test_graphed_training_equals_eager_training(numerics: list[str], shared_data: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full batches go through the graph, the last 8 images of each epoch run eagerly, and the capture's warm-up
-    leaves neither BatchNorm's statistics nor the random state changed."""
-    eager = Trainer(apply_overrides(load_recipe("mnist"), GRAPHS_TINY), tmp_path / "eager", data_root=shared_data,
-                    progress=False)
+    """Full batches go through the graph, the last 8 images of each epoch run eagerly, the graph's input buffer is
+    not the training data, and the capture's warm-up leaves neither BatchNorm's statistics nor the random state
+    changed."""
+    eager = Trainer(apply_overrides(load_recipe("mnist"), [*GRAPHS_TINY, *numerics]), tmp_path / "eager",
+                    data_root=shared_data, progress=False)
     eager.fit()
 
     replayed: list[tuple[int, ...]] = []
     monkeypatch.setattr(engine, "check_graphs_possible", lambda *args: None)
     monkeypatch.setattr(engine, "graph_training_forward",
                         functools.partial(graph_training_forward, make_graphed=stand_in_capture(replayed)))
-    graphed = Trainer(apply_overrides(load_recipe("mnist"), [*GRAPHS_TINY, "cuda_graphs=true"]), tmp_path / "graphed",
-                      data_root=shared_data, progress=False)
+    graphed = Trainer(apply_overrides(load_recipe("mnist"), [*GRAPHS_TINY, *numerics, "cuda_graphs=true"]),
+                      tmp_path / "graphed", data_root=shared_data, progress=False)
     graphed.fit()
 
     assert replayed == [(64, 1, 28, 28)] * 6  # 3 full batches in each of 2 epochs; 200 = 3 x 64 + 8

@@ -178,9 +178,10 @@ class Trainer:
                                      else self.model)
 
     def _sample_batch(self) -> torch.Tensor:
-        """A batch with the dtype, shape and memory format of the loader's full ones, for a graph capture."""
-        x = self.loader.images[: self.recipe.batch_size]
-        return x.contiguous(memory_format=torch.channels_last) if self.recipe.channels_last else x
+        """A batch with the dtype, shape and memory format of the loader's full ones, for a graph capture. A copy:
+        the graph keeps it as its input buffer and copies every batch into it, which must not be the data."""
+        layout = torch.channels_last if self.recipe.channels_last else torch.contiguous_format
+        return self.loader.images[: self.recipe.batch_size].clone(memory_format=layout)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:
