@@ -125,3 +125,10 @@ def test_the_fused_update_of_the_gpu_equals_the_default_one() -> None:
             optimizer.step()
     for (name, a), b in zip(reference.named_parameters(), fused.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_bench_refuses_graphs_on_a_cpu_in_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--device", "cpu", "--cuda-graphs", "--steps", "1", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("nin bench: error: --cuda-graphs needs a CUDA GPU; use --device cuda on a machine with one, or "
+                   "leave --cuda-graphs out\n")

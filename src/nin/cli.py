@@ -195,9 +195,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(steps=args.steps, repeats=args.repeats, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
-                         data_dir=args.data_dir, compile=args.compile, threads=args.threads, memory=args.memory,
-                         matmul_size=args.matmul_size, layers=args.layers, seed=args.seed,
-                         inference_precision=args.inference_precision)
+                         data_dir=args.data_dir, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                         threads=args.threads, memory=args.memory, matmul_size=args.matmul_size, layers=args.layers,
+                         seed=args.seed, inference_precision=args.inference_precision)
     command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(bench_command(config, command, args.json))
     return 0
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--cuda-graphs", action="store_true", help="our training step's forward and backward as a CUDA "
+                   "graph, as the recipe field cuda_graphs trains (GPU only)")
     p.add_argument("--threads", type=_positive, help="torch.set_num_threads for both sides")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="peak memory of each side and phase in a fresh process (default: on)")

@@ -32,10 +32,12 @@ from nin.bench.layers import conv_bound, conv_layers, profile_step
 from nin.bench.reference import PAD, ReferenceTrainer, reference_loader
 from nin.bench.timing import timed
 from nin.data import Augment, DatasetError, DeviceLoader, Pipeline, build_pipeline, load_dataset
+from nin.errors import NinError
 from nin.inference.evaluate import autocast, resident_dtype
 from nin.inference.quantize import QuantizationError, quantize_int8
 from nin.models import create_model, param_groups, profile_model
 from nin.train.engine import resolve_device, train_step
+from nin.train.graphs import graph_training_forward
 from nin.utils.atomic import atomic_write_text
 from nin.utils.hardware import describe_hardware
 
@@ -45,6 +47,10 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.02, 0.9, 5e-4  # fixed for comparable measurement
 TARGETS = {"train": 4.0, "inference": 4.0}  # ours / reference, images per second
 SIDES = ("reference", "ours")
 PHASES = ("train", "inference")
+
+
+class BenchError(NinError, ValueError):
+    """A ``nin bench`` option that cannot work on this machine."""
 WARMUP_STEPS = 2
 INT8_CALIBRATION = 512  # images
 
@@ -62,6 +68,7 @@ class BenchConfig:
     device: str = "auto"
     data_dir: str | None = None  # None: random uint8 images
     compile: bool = False
+    cuda_graphs: bool = False  # ours: the training step's forward and backward as a CUDA graph (nin.train.graphs)
     threads: int | None = None
     memory: bool = True
     matmul_size: int | None = None  # None: 3072 on a CPU, 8192 on a GPU
@@ -81,6 +88,8 @@ class BenchConfig:
             args += ["--matmul-size", str(self.matmul_size)]
         if self.compile:
             args.append("--compile")
+        if self.cuda_graphs:
+            args.append("--cuda-graphs")
         if not self.memory:
             args.append("--no-memory")
         if not self.layers:
@@ -108,8 +117,13 @@ class OursTrainer:
         self.loader = DeviceLoader(resident, labels, config.batch_size, seed=config.seed,
                                    augment=Augment(PAD, flip=True), device=device, channels_last=True)
         self.model = model.to(device).to(memory_format=torch.channels_last)
+        if config.cuda_graphs:
+            sample = self.loader.images[:config.batch_size].clone(memory_format=torch.channels_last)
+            graph_training_forward(self.model, sample, precision)
         self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)
+        # fused on a GPU, as the training loop's optimizer (nin.train.optimizer.build_optimizer)
+        self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM,
+                                         fused=device.type == "cuda" or None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
         self.device = device
         self.precision = precision
@@ -299,6 +313,9 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
     """Time both sides (interleaved), measure the machine's peak and each side's memory: the report."""
     _apply_threads(config)
     device = resolve_device(config.device)
+    if config.cuda_graphs and device.type != "cuda":
+        raise BenchError("--cuda-graphs needs a CUDA GPU; use --device cuda on a machine with one, or leave "
+                         "--cuda-graphs out")
     images, labels, description = load_images(config)
     preprocess = fit_preprocess(images)
     runners = {side: build_runner(side, images, labels, preprocess, config, device) for side in SIDES}
@@ -359,7 +376,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"batch {config['batch_size']} (ours' inference: {config['eval_batch_size']}, "
         f"{config.get('inference_precision', 'bf16')}); threads: {report['threads']}; "
         f"{config['steps']} steps × {config['repeats']} repeats, reference and ours alternating; medians"
-        + ("; ours torch.compile'd" if config["compile"] else ""),
+        + ("; ours torch.compile'd" if config["compile"] else "")
+        + ("; ours CUDA-graphed" if config.get("cuda_graphs") else ""),
         f"peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, bf16 {peak['bf16_gflops']:.0f} GFLOP/s "
         f"(fastest of {peak['tries']} {peak['matrix_size']}² matrix products each, spread over the run)",
         f"{'':22s} {'reference':>10s} {'ours':>10s} {'ours/ref':>9s} {'target':>7s}",
