@@ -80,6 +80,27 @@ def test_report_tells_runs_of_the_shipped_recipe_from_changed_ones(tmp_path: Pat
     assert "| today | epochs=2, lr=0.5 | [curves]" in text and "| today | none | [curves]" in text
 
 
+def test_report_gives_mean_and_std_over_the_seeds_of_one_procedure(tmp_path: Path) -> None:
+    """Runs of one procedure with distinct seeds get a mean ± sample-std row under the recipe they ran as shipped,
+    whichever recipe name a run was trained under; only the splits every run measured count."""
+    results = tmp_path / "results"
+    fast = load_recipe("mnist-fast")
+    for run, recipe, valid, tests in [
+            ("a-seed0", dataclasses.replace(fast, seed=0), 1.0, {"test": {"error": 0.5}, "extra": {"error": 3.0}}),
+            ("b-seed1", dataclasses.replace(fast, seed=1), 2.0, {"test": {"error": 0.7}}),
+            ("c-seed2", dataclasses.replace(fast, name="mnist", seed=2), 4.0, {"test": {"error": 0.9}})]:
+        _write_record(results, run, recipe, valid, tests)
+    text = render(results, tmp_path / "docs" / "results.md")
+    # by hand: mean(1, 2, 4) = 2.33, sample std 1.53; mean(0.5, 0.7, 0.9) = 0.70, std 0.20
+    assert ("| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | mean ± std of 3 seeds: `a-seed0`, `b-seed1`, "
+            "`c-seed2` | 2.33 ± 1.53 (valid); 0.70 ± 0.20 (test) |") in text
+    assert "| NIN + Dropout | 0.47 | `mnist` | `c-seed2` (changed) |" in text
+    assert text.count("mean ± std") == 1
+
+    _write_record(results, "d-seed0-again", dataclasses.replace(fast, seed=0), 1.5, {})
+    assert "mean ± std" not in render(results, tmp_path / "docs" / "results.md")  # two runs of seed 0: no spread
+
+
 def test_report_compares_a_record_with_the_model_defaults_of_its_day(tmp_path: Path) -> None:
     """mnist-fast names init_std="he" since the default became the authors' 0.05; older records ran He by default."""
     results = tmp_path / "results"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +32,74 @@ def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]
     return records
 
 
-def changed_fields(recorded: Recipe, recipe: str, date: str = "") -> dict[str, Any]:
-    """Procedure fields in which a run's recorded recipe differs from the recipe as shipped.
-
-    A shortened or modified run must not pass for the paper's procedure on the results page. A model argument
-    the record does not name had the default of the record's ``date`` (see ``nin.experiments.check``)."""
+def procedure(recorded: Recipe, date: str = "") -> dict[str, Any]:
+    """The fields of a run's recorded recipe that make its procedure. A model argument the record does not name
+    had the default of the record's ``date`` (see ``nin.experiments.check``)."""
     ran = dataclasses.asdict(dataclasses.replace(recorded, model_args=args_as_run(recorded, date)))
+    return {k: v for k, v in ran.items() if k not in _NOT_PROCEDURE}
+
+
+def changed_fields(recorded: Recipe, recipe: str, date: str = "") -> dict[str, Any]:
+    """Procedure fields in which a run's recorded recipe differs from the recipe as shipped: a shortened or
+    modified run must not pass for the paper's procedure on the results page."""
     shipped = dataclasses.asdict(load_recipe(recipe))
-    return {k: ran[k] for k in shipped if k not in _NOT_PROCEDURE and ran[k] != shipped[k]}
+    return {k: v for k, v in procedure(recorded, date).items() if v != shipped[k]}
 
 
 def _changes(changed: dict[str, Any]) -> str:
     return ", ".join(f"{k}={'none' if v is None else json.dumps(v)}" for k, v in changed.items()) or "none"
 
 
-def _errors(summary: dict[str, Any], eval_split: str | None) -> str:
-    """Every held-out error of a run, each named by what it was measured on.
+def _error_values(summary: dict[str, Any], eval_split: str | None) -> dict[str, float]:
+    """Every held-out error of a run, by the label of what it was measured on.
 
     The last epoch's held-out error is measured on the recipe's ``eval_split`` (``valid`` in the paper's
     recipes, ``test`` in the d2l.ai peer's); it is left out when the same split is also a test split."""
-    parts = []
+    values = {}
     final = summary.get("final") or {}
     if final.get("valid_error") is not None and "error" not in summary["tests"].get(eval_split, {}):
-        parts.append(f"{final['valid_error']:.2f} ({eval_split})")
+        values[str(eval_split)] = final["valid_error"]
     for split, test in summary["tests"].items():
         if "error" in test:
-            label = f"{split}, LOSSY" if test.get("lossy") else split
-            parts.append(f"{test['error']:.2f} ({label})")
-    return "; ".join(parts) or "-"
+            values[f"{split}, LOSSY" if test.get("lossy") else split] = test["error"]
+    return values
+
+
+def _errors(values: dict[str, float]) -> str:
+    return "; ".join(f"{error:.2f} ({label})" for label, error in values.items()) or "-"
+
+
+@dataclasses.dataclass
+class SeedGroup:
+    """Runs of one procedure with different seeds, shown under ``recipe``'s row as mean ± std."""
+    runs: list[str]
+    recipe: str  # the recipe whose procedure they ran, if one of theirs is that as shipped, else the first one's
+    changed: bool
+    errors: str
+
+
+def seed_groups(records: dict[str, list[tuple[str, dict[str, Any]]]], recorded: dict[str, Recipe],
+                values: dict[str, dict[str, float]]) -> list[SeedGroup]:
+    """Mean ± sample standard deviation over every set of at least two runs with the same procedure and distinct
+    seeds, whichever recipe name each was trained under, over the splits that every run of the set measured."""
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    for recipe, runs in records.items():
+        for run, summary in runs:
+            key = json.dumps(procedure(recorded[run], summary.get("date", "")), sort_keys=True)
+            groups.setdefault(key, []).append((run, recipe, summary.get("date", "")))
+    found = []
+    for members in groups.values():
+        runs = [run for run, _, _ in members]
+        if len(runs) < 2 or len({recorded[run].seed for run in runs}) < len(runs):
+            continue
+        first, date = runs[0], members[0][2]
+        as_shipped = [recipe for _, recipe, _ in members if not changed_fields(recorded[first], recipe, date)]
+        recipe = as_shipped[0] if as_shipped else members[0][1]
+        labels = [label for label in values[first] if all(label in values[run] for run in runs)]
+        cells = [f"{statistics.mean(values[run][label] for run in runs):.2f} ± "
+                 f"{statistics.stdev(values[run][label] for run in runs):.2f} ({label})" for label in labels]
+        found.append(SeedGroup(runs, recipe, not as_shipped, "; ".join(cells) or "-"))
+    return found
 
 
 def _first_clause(description: str) -> str:
@@ -66,14 +107,21 @@ def _first_clause(description: str) -> str:
     return description.split(":")[0].strip().rstrip(".")
 
 
-def _experiment_rows(method: str, published: str, recipe: str | None, runs: list[str], errors: dict[str, str],
-                     changes: dict[str, dict[str, Any]]) -> list[str]:
-    """One table row per run of the row's recipe (the method and published number repeated), or one row saying
-    that the recipe has not run; a paper row without a recipe of ours gets empty cells."""
+def _experiment_rows(method: str, published: str, recipe: str | None, runs: list[str],
+                     values: dict[str, dict[str, float]], changes: dict[str, dict[str, Any]],
+                     groups: list[SeedGroup]) -> list[str]:
+    """One table row per run of the row's recipe (the method and published number repeated), then one per group
+    of seeds (mean ± std), or one row saying that the recipe has not run; a paper row without a recipe of ours
+    gets empty cells."""
     cells = f"| {method} | {published} | {f'`{recipe}`' if recipe else ''} |"
     if not runs:
         return [f"{cells} {'not run yet' if recipe else ''} | {'-' if recipe else ''} |"]
-    return [f"{cells} `{run}`{' (changed)' if changes[run] else ''} | {errors[run]} |" for run in runs]
+    rows = [f"{cells} `{run}`{' (changed)' if changes[run] else ''} | {_errors(values[run])} |" for run in runs]
+    for group in (group for group in groups if group.recipe == recipe):
+        names = ", ".join(f"`{run}`" for run in group.runs)
+        rows.append(f"{cells} mean ± std of {len(group.runs)} seeds: {names}{' (changed)' if group.changed else ''} "
+                    f"| {group.errors} |")
+    return rows
 
 
 def _duration(seconds: float) -> str:
@@ -99,7 +147,8 @@ def render(results_dir: Path, page: Path) -> str:
                 for runs in records.values() for run, _ in runs}
     changes = {run: changed_fields(recorded[run], s["recipe"], s.get("date", "")) for runs in records.values()
                for run, s in runs}
-    errors = {run: _errors(s, recorded[run].eval_split) for runs in records.values() for run, s in runs}
+    values = {run: _error_values(s, recorded[run].eval_split) for runs in records.values() for run, s in runs}
+    groups = seed_groups(records, recorded, values)
     lines = ["# Results", "",
              "Generated by `nin report` from the records in `results/`; every number below was measured by the "
              "command stored in that run's `summary.json`. Errors are test errors in %, each labelled with the "
@@ -108,7 +157,9 @@ def render(results_dir: Path, page: Path) -> str:
              "LOSSY JPEG-75 copy of the CIFAR-10 test set (not the official test set). Why our numbers differ "
              "from the paper's: [differences.md](differences.md). `published` is the paper's number, or, where the "
              "paper has none (Fashion-MNIST), a peer's. A run marked `changed` did not follow its recipe as shipped: "
-             "the Runs tables list the fields it changed (fewer epochs, another schedule, ...).", ""]
+             "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
+             "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
+             "deviation), under the recipe they ran as shipped.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
               "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -120,11 +171,12 @@ def render(results_dir: Path, page: Path) -> str:
                  if recipe not in {row.recipe for row in exp.rows}]
         for method, published, recipe in rows:
             runs = [run for run, _ in records.get(recipe, [])] if recipe else []
-            lines += _experiment_rows(method, published, recipe, runs, errors, changes)
+            lines += _experiment_rows(method, published, recipe, runs, values, changes, groups)
         lines.append("")
         runs = [(run, s) for recipe in exp.recipes for run, s in records.get(recipe, [])]
         if runs:
-            lines += ["Runs:", "", header] + [_run_line(run, s, errors[run], changes[run], page.parent, results_dir) for run, s in runs] + [""]
+            lines += ["Runs:", "", header] + [_run_line(run, s, _errors(values[run]), changes[run], page.parent,
+                                                        results_dir) for run, s in runs] + [""]
             shown.update(run for run, _ in runs)
         else:
             lines += ["No run recorded yet.", ""]
