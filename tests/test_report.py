@@ -95,10 +95,10 @@ def test_report_gives_mean_and_std_over_the_seeds_of_one_procedure(tmp_path: Pat
     assert ("| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | mean ± std of 3 seeds: `a-seed0`, `b-seed1`, "
             "`c-seed2` | 2.33 ± 1.53 (valid); 0.70 ± 0.20 (test) |") in text
     assert "| NIN + Dropout | 0.47 | `mnist` | `c-seed2` (changed) |" in text
-    assert text.count("mean ± std") == 1
+    assert text.count("| mean ± std of") == 1
 
     _write_record(results, "d-seed0-again", dataclasses.replace(fast, seed=0), 1.5, {})
-    assert "mean ± std" not in render(results, tmp_path / "docs" / "results.md")  # two runs of seed 0: no spread
+    assert "| mean ± std of" not in render(results, tmp_path / "docs" / "results.md")  # two runs of seed 0: no spread
 
 
 def test_report_compares_a_record_with_the_model_defaults_of_its_day(tmp_path: Path) -> None:
