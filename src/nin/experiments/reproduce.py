@@ -51,7 +51,8 @@ def reproduce(experiments: str | Sequence[str], *, runs_dir: Path, results_dir: 
     if only:
         unknown = [r for r in only if r not in recipes]
         if unknown:
-            raise ExperimentError(f"{', '.join(unknown)} not in {', '.join(names)}; its recipes: {', '.join(recipes)}")
+            raise ExperimentError(f"{', '.join(unknown)} not in {', '.join(names)}; the recipes there: "
+                                  f"{', '.join(recipes)}")
         recipes = [r for r in recipes if r in only]
     if jobs < 1:
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
