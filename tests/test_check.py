@@ -24,7 +24,7 @@ from nin.train.metrics import read_metrics, write_metrics
 
 # A cosine schedule over 2 epochs: stopping after epoch 1 of a 1-epoch recipe would change every step's rate,
 # so only a rerun that keeps the recorded schedule can match the record.
-TINY = ["subset=256", "batch_size=64", "epochs=2", "schedule=\"cosine\"", "eval_split=\"none\"",
+TINY = ["subset=256", "batch_size=64", "epochs=2", "schedule=\"cosine\"", "warmup_epochs=0", "eval_split=\"none\"",
         "test_splits=[\"test\"]", "device=\"cpu\""]
 
 
@@ -79,6 +79,17 @@ def test_first_epoch_rerun_is_identical_to_the_record(record: Path, data_root: P
     # the rerun ran epoch 1 only, at the rate worked out by hand
     rerun = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["epoch"] for r in rerun] == [1] and rerun[0]["lr"] == pytest.approx(HAND_LR[0], rel=1e-12)
+
+
+def test_a_record_trained_with_cuda_graphs_is_checked_on_a_cpu(record: Path, data_root: Path,
+                                                                tmp_path: Path) -> None:
+    """A graph is how a GPU runs the step, not the procedure: the CPU rerun runs it eagerly, to the same numbers."""
+    graphed = _copy(record, tmp_path / "graphed")
+    toml = graphed / "recipe.toml"
+    toml.write_text(toml.read_text().replace("cuda_graphs = false", "cuda_graphs = true"))
+    assert "cuda_graphs = true" in toml.read_text()
+    result = check_record(graphed, epochs=1, data_root=data_root, device="cpu", out_dir=tmp_path / "rerun")
+    assert result.verdict == "identical", result.differences
 
 
 def test_whole_rerun_also_compares_the_test_errors(record: Path, data_root: Path) -> None:

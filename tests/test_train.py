@@ -21,7 +21,8 @@ from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
 from nin.utils.provenance import source_digest
 
-TINY = ["subset=256", "batch_size=64", "eval_split=none", "test_splits=[]", "eval_batch_size=256", "device=\"cpu\""]
+TINY = ["subset=256", "batch_size=64", "eval_split=none", "test_splits=[]", "eval_batch_size=256", "device=\"cpu\"",
+        "warmup_epochs=0"]
 
 
 def tiny_recipe(*extra: str):

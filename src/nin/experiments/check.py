@@ -16,6 +16,7 @@ from typing import Any
 from nin.data import run_root
 from nin.errors import NinError
 from nin.train import Recipe, Trainer, load_recipe
+from nin.train.engine import resolve_device
 from nin.train.metrics import read_metrics
 from nin.train.run_folder import recorded_run
 from nin.utils.hardware import describe_hardware
@@ -119,6 +120,8 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
         overrides["test_splits"] = []
     if device is not None:
         overrides["device"] = device
+    if recipe.cuda_graphs and resolve_device(device or recipe.device).type != "cuda":
+        overrides["cuda_graphs"] = False  # how a GPU runs the same step, not part of the procedure
     recipe = dataclasses.replace(recipe, **overrides, model_args=args_as_run(recipe, summary.get("date", "")))
     data_root = run_root(data_root, summary.get("data", {}).get("root"))
 
