@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +82,23 @@ def _train_at_once(runs: list[tuple[Recipe, str]], jobs: int, runs_dir: Path, re
     threads = max(1, torch.get_num_threads() // jobs)  # on a CPU, the cores shared out rather than oversubscribed
     runs_dir.mkdir(parents=True, exist_ok=True)
     logs = [runs_dir / f"{run}.log" for _, run in runs]
+    outcomes: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_in_child, recipe, runs_dir / run, data_root, command, log, threads)
-                   for (recipe, run), log in zip(runs, logs)]
+        futures = {pool.submit(_train_in_child, recipe, runs_dir / run, data_root, command, log, threads): run
+                   for (recipe, run), log in zip(runs, logs)}
         for (_, run), log in zip(runs, logs):
             print(f"{run}: training in a process of its own, output in {log}", file=sys.stderr)
-        outcomes = [future.result() for future in futures]
-    failed = []
-    for (_, run), log, outcome in zip(runs, logs, outcomes):
-        if "error" in outcome:
-            failed.append(f"{run} ({outcome['error'].rstrip('.')}; see {log})")
-        else:
-            _keep_records(runs_dir / run, results_dir / run, data_root, outcome["summary"])
+        for future in as_completed(futures):  # records kept as each run ends: a later kill leaves them
+            run = futures[future]
+            outcomes[run] = future.result()
+            if "summary" in outcomes[run]:
+                _keep_records(runs_dir / run, results_dir / run, data_root, outcomes[run]["summary"])
+    failed = [f"{run} ({outcomes[run]['error'].rstrip('.')}; see {log})" for (_, run), log in zip(runs, logs)
+              if "error" in outcomes[run]]
     if failed:
         raise ExperimentError(f"{len(failed)} of {len(runs)} runs failed: {'; '.join(failed)}. The others kept their "
                               "records; fix the cause and run the same command again (finished runs are not redone)")
-    return [outcome["summary"] for outcome in outcomes]
+    return [outcomes[run]["summary"] for _, run in runs]
 
 
 def _train_in_child(recipe: Recipe, run_dir: Path, data_root: str | None, command: str | None, log: Path,
