@@ -38,6 +38,7 @@ from nin.inference.quantize import QuantizationError, quantize_int8
 from nin.models import create_model, param_groups, profile_model
 from nin.train.engine import resolve_device, train_step
 from nin.train.graphs import graph_training_forward
+from nin.train.optimizer import sgd
 from nin.utils.atomic import atomic_write_text
 from nin.utils.hardware import describe_hardware
 
@@ -47,12 +48,12 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.02, 0.9, 5e-4  # fixed for comparable measurement
 TARGETS = {"train": 4.0, "inference": 4.0}  # ours / reference, images per second
 SIDES = ("reference", "ours")
 PHASES = ("train", "inference")
+WARMUP_STEPS = 2
+INT8_CALIBRATION = 512  # images
 
 
 class BenchError(NinError, ValueError):
     """A ``nin bench`` option that cannot work on this machine."""
-WARMUP_STEPS = 2
-INT8_CALIBRATION = 512  # images
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,9 @@ class OursTrainer:
                                    augment=Augment(PAD, flip=True), device=device, channels_last=True)
         self.model = model.to(device).to(memory_format=torch.channels_last)
         if config.cuda_graphs:
-            sample = self.loader.images[:config.batch_size].clone(memory_format=torch.channels_last)
-            graph_training_forward(self.model, sample, precision)
+            graph_training_forward(self.model, self.loader.capture_batch(), precision)
         self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model
-        # fused on a GPU, as the training loop's optimizer (nin.train.optimizer.build_optimizer)
-        self.optimizer = torch.optim.SGD(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM,
-                                         fused=device.type == "cuda" or None)
+        self.optimizer = sgd(param_groups(self.model, LR, WEIGHT_DECAY), lr=LR, momentum=MOMENTUM)
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)
         self.device = device
         self.precision = precision

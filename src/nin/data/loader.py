@@ -79,6 +79,13 @@ class DeviceLoader:
         epoch_seed(self.seed, epoch)
         self.epoch = int(epoch)
 
+    def capture_batch(self) -> torch.Tensor:
+        """A copy of a full batch's images (dtype, shape and memory format as iteration yields them), for a CUDA
+        graph capture: the graph keeps it as its input buffer and copies every batch into it, so it must not
+        be a view of the data."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return self.images[: self.batch_size].clone(memory_format=layout)
+
     def __len__(self) -> int:
         """Batches per epoch (the same on every rank)."""
         n = len(self.labels)

@@ -173,15 +173,9 @@ class Trainer:
         if state:
             self._restore(state)
         if recipe.cuda_graphs:
-            graph_training_forward(self.model, self._sample_batch(), recipe.precision)
+            graph_training_forward(self.model, self.loader.capture_batch(), recipe.precision)
         self.ddp_model: nn.Module = (nn.parallel.DistributedDataParallel(self.model) if self.world.distributed
                                      else self.model)
-
-    def _sample_batch(self) -> torch.Tensor:
-        """A batch with the dtype, shape and memory format of the loader's full ones, for a graph capture. A copy:
-        the graph keeps it as its input buffer and copies every batch into it, which must not be the data."""
-        layout = torch.channels_last if self.recipe.channels_last else torch.contiguous_format
-        return self.loader.images[: self.recipe.batch_size].clone(memory_format=layout)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_state(self) -> dict[str, Any] | None:

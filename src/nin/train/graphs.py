@@ -1,9 +1,10 @@
 """CUDA graphs for training: the forward and backward of every full-size batch replayed as one graph.
 
 At the paper's batch of 128, NIN's small layers leave a large GPU waiting for the host to launch their kernels:
-on an H200 the eager step ran at 4% of the card's bf16 peak (``results/bench/h200.json``). A graph launches the whole forward and backward at once. The optimizer step stays outside it (fused SGD,
-a few kernels), so the rates the schedule sets at every step take effect without a new capture, and a batch of
-another size (an epoch's last, smaller one) runs eagerly through the same parameters.
+on an H200 the eager step ran at 4% of the card's bf16 peak (``results/bench/h200.json``). A graph launches the
+whole forward and backward at once. The optimizer step stays outside it (fused SGD, a few kernels), so the rates
+the schedule sets at every step take effect without a new capture, and a batch of another size (an epoch's
+last, smaller one) runs eagerly through the same parameters.
 """
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ def graph_training_forward(model: nn.Module, sample: torch.Tensor, precision: st
                            make_graphed: GraphFunction | None = None) -> None:
     """Make ``model``'s training-mode forward on batches shaped like ``sample`` a CUDA graph replay (in place).
 
-    ``sample`` is a batch as the loader yields it (dtype, shape and memory format); its values only warm the
-    graph up. The capture's warm-up passes update BatchNorm's running statistics and draw dropout masks, so the
-    statistics and the random state are put back: the run's statistics and draws are those of its own batches.
+    ``sample`` is a batch as the loader yields it (dtype, shape and memory format), not a view of the data: the
+    graph keeps it as its input buffer and copies every batch into it (``DeviceLoader.capture_batch``); its
+    values only warm the graph up. The capture's warm-up passes update BatchNorm's running statistics and draw
+    dropout masks, so the statistics and the random state are put back: the run's statistics and draws are those
+    of its own batches.
     ``make_graphed`` is ``torch.cuda.make_graphed_callables``; tests pass a stand-in, since a CPU cannot capture.
     """
     make_graphed = make_graphed or torch.cuda.make_graphed_callables

@@ -6,6 +6,8 @@ authors' README keeps at a drop (``hold_bias_rates``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -14,13 +16,17 @@ from nin.train.recipe import Recipe
 from nin.train.schedule import Schedule
 
 
+def sgd(groups: list[dict[str, Any]], *, lr: float, momentum: float, nesterov: bool = False) -> torch.optim.SGD:
+    """SGD over parameter groups; on a GPU the fused update (one kernel per group: launches are what a small
+    network waits for there), on a CPU PyTorch's default, which the records were trained with: the update is
+    0.25 ms of a 246 ms step there (``results/bench/cpu-layers-packed-dropout.json``, the profile)."""
+    on_gpu = groups[0]["params"][0].device.type == "cuda"
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, fused=on_gpu or None)
+
+
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """On a GPU the fused update (one kernel per group: launches are what a small network waits for there); on a
-    CPU PyTorch's default, which the records were trained with: the update is 0.25 ms of a 246 ms step there
-    (``results/bench/cpu-layers-packed-dropout.json``, the profile), nothing to gain."""
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    return torch.optim.SGD(param_groups(model, recipe.lr, recipe.weight_decay), lr=recipe.lr,
-                           momentum=recipe.momentum, nesterov=recipe.nesterov, fused=on_gpu or None)
+    return sgd(param_groups(model, recipe.lr, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+               nesterov=recipe.nesterov)
 
 
 def build_schedule(recipe: Recipe, steps_per_epoch: int) -> Schedule:
