@@ -37,8 +37,8 @@ def _model_entrypoint(name):
 def _weights_entrypoint(weights_name):
     card = _get_pretrained(weights_name)
 
-    def entrypoint(preprocess=True):
-        return _nin.create_model(weights_name, pretrained=True, preprocess=preprocess)
+    def entrypoint(preprocess=True, data_dir=None):
+        return _nin.create_model(weights_name, pretrained=True, preprocess=preprocess, data_dir=data_dir)
 
     entrypoint.__name__ = entrypoint.__qualname__ = weights_name.replace(".", "_")
     errors = ", ".join(f"{error:.2f}% on {split}" for split, error in card.errors.items())

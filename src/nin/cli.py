@@ -125,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     from nin.inference.evaluate import evaluate
     from nin.inference.pretrained import open_trained
 
-    trained = open_trained(args.checkpoint)
+    trained = open_trained(args.checkpoint, data_dir=args.data_dir)
     data = trained.load_split(args.split, args.data_dir)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
@@ -161,7 +161,8 @@ def _predict(args: argparse.Namespace) -> int:
     from nin.inference.predict import predict_files
     from nin.inference.pretrained import open_trained
 
-    predictions, errors = predict_files(open_trained(args.checkpoint), args.images, args.top_k)
+    predictions, errors = predict_files(open_trained(args.checkpoint, data_dir=args.data_dir), args.images,
+                                        args.top_k)
     for message in errors:
         print(f"nin predict: error: {message}", file=sys.stderr)
     if args.json:
@@ -176,7 +177,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from nin.inference.export import export_checkpoint
 
-    for path in export_checkpoint(args.checkpoint, args.format, args.out):
+    for path in export_checkpoint(args.checkpoint, args.format, args.out, refit_preprocess=args.refit_preprocess,
+                                  data_dir=args.data_dir):
         print(f"wrote {path}")
     return 0
 
@@ -261,6 +263,8 @@ DATA_DIR_HELP = ("dataset root (default: $NIN_DATA, else ~/.cache/nin); for data
 RUN_DATA_DIR_HELP = ("dataset root (default: the root the run was trained on while it exists, else $NIN_DATA, else "
                      "~/.cache/nin)")
 
+FIRST_USE_DATA_DIR_HELP = ("dataset root holding the training images of weights whose preprocessing is fitted on "
+                           "first use (default: $NIN_DATA, else ~/.cache/nin)")
 
 CHECKPOINT_HELP = "a checkpoint written by `nin train` (RUN/last.pt), a .safetensors weights file, or a shipped " \
     "model name (nin_mnist)"
@@ -355,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="PNG/JPEG files, any size, grey or colour")
     p.add_argument("--top-k", type=_positive, default=5, help="how many classes to list per image (default 5)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.add_argument("--data-dir", help=FIRST_USE_DATA_DIR_HELP)
     p.set_defaults(handler=_predict)
 
     p = sub.add_parser("export", help="ONNX / TorchScript with the preprocessing built in, or shipped safetensors")
@@ -362,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx or torchscript: preprocessing and network in one graph; safetensors: shipped weights")
     p.add_argument("--out", help="output file (default: the checkpoint with .onnx, .torchscript.pt or .safetensors)")
+    p.add_argument("--refit-preprocess", action="store_true",
+                   help="safetensors from a checkpoint: leave the fitted preprocessing out of the file (CIFAR-10's "
+                        "ZCA: 37.7 MB); it is fitted again on first use from the run's training split, checked by "
+                        "its pixels' SHA-256")
+    p.add_argument("--data-dir", help=RUN_DATA_DIR_HELP)
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("convert", help="turn another framework's trained weights into ours (docs/convert.md)")

@@ -337,6 +337,10 @@ class Pipeline(nn.Module):
                 current = self._batched(self.steps[i:i + 1], current)
         return self
 
+    def unfitted(self) -> Pipeline:
+        """The same steps with the same arguments and nothing fitted: what is fitted again on first use."""
+        return Pipeline([type(s)(**{k: getattr(s, k) for k in s.config}) for s in self.steps], self.batch_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Transform one batch (N, C, H, W) to float32."""
         _check_batch(x, "Pipeline")

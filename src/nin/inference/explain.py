@@ -161,7 +161,7 @@ def explain_command(checkpoint: str | os.PathLike, images: Sequence[str] = (), s
     They go to ``out``, else to ``explain/`` in the checkpoint's (run's) folder, else (shipped weights named
     by their model) to ``explain/`` in the current folder. The split is read from ``data_dir``, else from the
     data root the run recorded (:meth:`TrainedModel.load_split`)."""
-    trained = open_trained(checkpoint)
+    trained = open_trained(checkpoint, data_dir=data_dir)
     if out is None:
         out = Path(checkpoint).parent / "explain" if Path(checkpoint).is_file() else Path("explain")
     if images:

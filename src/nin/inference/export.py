@@ -56,24 +56,32 @@ def export_torchscript(trained: TrainedModel, path: str | os.PathLike) -> None:
         atomic_write(path, lambda f: torch.jit.save(traced, f))
 
 
-def export_checkpoint(source: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> list[Path]:
+def export_checkpoint(source: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None,
+                      refit_preprocess: bool = False, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Export a checkpoint, a weights file or shipped weights (``nin_mnist``) in ``fmt`` to ``out``.
 
     The default ``out`` is the source's path (or, for shipped weights, its name in the current folder) with
     ``.onnx``, ``.torchscript.pt`` or ``.safetensors``. Returns the files written (safetensors: the weights and
-    their JSON sidecar).
+    their JSON sidecar). ``refit_preprocess`` and ``data_dir``: see
+    :func:`nin.inference.weights.weights_from_checkpoint`; ``data_dir`` also serves weights whose preprocessing
+    is fitted on first use.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if refit_preprocess and (fmt != "safetensors" or Path(source).suffix != ".pt"):
+        raise ExportError("refitting the preprocessing on first use is for safetensors weights made from a "
+                          f"checkpoint (RUN/last.pt), not {fmt} from {source}",
+                          cli="--refit-preprocess is for --format safetensors from a checkpoint (RUN/last.pt), "
+                              f"not --format {fmt} from {source}")
     is_file = Path(source).suffix in (".pt", ".json", ".safetensors") or Path(source).exists()
     base = Path(source) if is_file else Path(f"{source}.exported")  # .exported: room for the dots of MODEL.TAG
     path = Path(out) if out is not None else base.with_suffix(SUFFIXES[fmt])
     if is_file and path.resolve() == Path(source).resolve():
         raise ExportError(f"--out {path} is the source itself; choose another file name")
     if fmt == "safetensors" and Path(source).suffix == ".pt":
-        weights = weights_from_checkpoint(source, path)
+        weights = weights_from_checkpoint(source, path, refit_preprocess, data_dir)
         return [path, weights.sidecar]
-    trained = open_trained(source)
+    trained = open_trained(source, data_dir=data_dir)
     if fmt == "onnx":
         export_onnx(trained, path)
     elif fmt == "torchscript":

@@ -52,8 +52,9 @@ class Pretrained:
     def file(self) -> Path:
         return PRETRAINED_DIR / f"{self.name}.safetensors"
 
-    def load(self, device: str | torch.device = "cpu") -> TrainedModel:
-        """The network and its fitted preprocessing, after checking both files against their hashes."""
+    def load(self, device: str | torch.device = "cpu", data_dir: str | os.PathLike | None = None) -> TrainedModel:
+        """The network and its fitted preprocessing, after checking both files against their hashes (``data_dir``:
+        where the training images are, for weights whose preprocessing is fitted on first use)."""
         for path, expected in ((self.file, self.sha256), (self.file.with_suffix(".json"), self.sidecar_sha256)):
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -63,7 +64,7 @@ class Pretrained:
             if digest != expected:
                 raise WeightsError(f"{path} does not match the SHA-256 its card in nin.inference.pretrained gives for "
                                    f"{self.name}: the file is damaged or was replaced; reinstall the package")
-        return read_weights(self.file).load(device)
+        return read_weights(self.file).load(device, data_dir)
 
 
 PRETRAINED: tuple[Pretrained, ...] = (
@@ -126,28 +127,32 @@ def get_pretrained(name: str) -> Pretrained:
     raise WeightsError(f"unknown pretrained weights {name!r}; shipped: {have}")
 
 
-def open_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+def open_trained(source: str | os.PathLike, device: str | torch.device = "cpu",
+                 data_dir: str | os.PathLike | None = None) -> TrainedModel:
     """A trained network from a ``nin train`` checkpoint, a weights file, or a shipped weights name.
 
     ``nin eval``, ``predict``, ``explain`` and ``export`` take any of the three, so the shipped weights work out
-    of the box: ``nin predict nin_mnist digit.png``.
+    of the box: ``nin predict nin_mnist digit.png``. ``data_dir`` is where weights whose preprocessing is fitted
+    on first use find their training images (default ``$NIN_DATA``, else ``~/.cache/nin``).
     """
     path = Path(source)
     if path.suffix in (".json", ".safetensors"):
-        return load_weights(path, device)
+        return load_weights(path, device, data_dir)
     if path.exists() or path.suffix == ".pt" or os.sep in str(source):
         return load_trained(path, device)
-    return get_pretrained(str(source)).load(device)
+    return get_pretrained(str(source)).load(device, data_dir)
 
 
-def create_model(name: str, pretrained: bool = False, preprocess: bool = True, **kwargs) -> nn.Module:
+def create_model(name: str, pretrained: bool = False, preprocess: bool = True,
+                 data_dir: str | os.PathLike | None = None, **kwargs) -> nn.Module:
     """A registered network by name (``nin_cifar10``) or by weights name (``nin_mnist.fast``).
 
     ``pretrained=True`` loads the shipped weights (a bare model name: its default weights). The network then
     takes raw images, float pixel values 0..255 of shape (N, C, H, W), through the weights' own fitted
     preprocessing, as ``nin predict`` does; ``preprocess=False`` returns the bare network, which expects
     preprocessed input. Without ``pretrained``, ``kwargs`` go to the model's builder (``num_classes``,
-    ``batch_norm``, ...); a weights name builds that weights' architecture, untrained.
+    ``batch_norm``, ...); a weights name builds that weights' architecture, untrained. ``data_dir`` is where
+    weights whose preprocessing is fitted on first use find their training images (default ``$NIN_DATA``).
     """
     if not pretrained:
         if name not in list_pretrained():  # a model name (or an unknown one, which the registry names alike)
@@ -158,5 +163,5 @@ def create_model(name: str, pretrained: bool = False, preprocess: bool = True, *
     if kwargs:
         raise WeightsError(f"{name}: pretrained=True builds the network the weights were trained as; remove "
                            f"{', '.join(sorted(kwargs))}")
-    trained = card.load()
+    trained = card.load(data_dir=data_dir)
     return trained.preprocessed() if preprocess else trained.model

@@ -26,6 +26,7 @@ from safetensors.torch import save as save_safetensors
 from nin.checkpoint import describe_nonfinite, load_checkpoint, nonfinite
 from nin.data import Pipeline, build_pipeline
 from nin.errors import NinError
+from nin.inference.refit import RECORD_KEYS, fit_record, fitted_tensors, refit
 from nin.inference.trained import TrainedModel, check_input_size, trained_from_state
 from nin.models import create_model, model_info
 from nin.utils.atomic import atomic_write_all
@@ -53,10 +54,14 @@ class Weights:
     input_size: tuple[int, int, int]
     preprocess: dict[str, Any]  # Pipeline.to_spec() with tensors replaced by placeholders
     test_time_flip: bool = False  # the recipe evaluated each image and its mirror image: nin eval does too
+    # the images the preprocessing was fitted on (nin.inference.refit.fit_record), when its fitted tensors are
+    # left out of the file and fitted again on first use; None: they are in the file
+    preprocess_fit: dict[str, str] | None = None
     sidecar: Path | None = None  # where the record was read from (None: not yet written)
 
-    def load(self, device: str | torch.device = "cpu") -> TrainedModel:
-        """The network in eval mode with these weights, and its fitted preprocessing."""
+    def load(self, device: str | torch.device = "cpu", data_dir: str | os.PathLike | None = None) -> TrainedModel:
+        """The network in eval mode with these weights, and its fitted preprocessing (fitted on first use from
+        the images under ``data_dir`` when the file leaves it out; default ``$NIN_DATA``, else the cache)."""
         if self.sidecar is None:
             raise WeightsError(f"weights for {self.model_name} have no file yet; write them with save_weights")
         path = self.sidecar.parent / self.file
@@ -80,6 +85,8 @@ class Weights:
             preprocess = Pipeline.from_spec(_restore(self.preprocess, tensors))
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise WeightsError(f"{path} does not fit {self.model_name} as described by {self.sidecar}: {err}") from None
+        if self.preprocess_fit is not None and not preprocess.fitted:
+            preprocess = refit(preprocess, self.preprocess_fit, data_dir, str(self.sidecar))
         model.eval()
         input_size = check_input_size(model, list(self.input_size), str(self.sidecar))
         recipe = {"name": self.recipe, "test_time_flip": self.test_time_flip}
@@ -110,17 +117,23 @@ def _restore(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_weights(trained: TrainedModel, path: str | os.PathLike, accuracy: float | None = None,
-                 accuracy_split: str | None = None) -> Weights:
-    """Write ``path`` (.safetensors) and its sidecar ``path`` with suffix .json; returns the record."""
+                 accuracy_split: str | None = None, preprocess_fit: Mapping[str, str] | None = None) -> Weights:
+    """Write ``path`` (.safetensors) and its sidecar ``path`` with suffix .json; returns the record.
+
+    With ``preprocess_fit`` (:func:`nin.inference.refit.fit_record` of the images the preprocessing was fitted
+    on) the fitted tensors stay out of the file and are fitted again on first use.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"{path}: weights files end in .safetensors")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    preprocess = _strip(trained.preprocess.to_spec(), "preprocess", tensors)
+    stored = trained.preprocess if preprocess_fit is None else trained.preprocess.unfitted()
+    preprocess = _strip(stored.to_spec(), "preprocess", tensors)
     model_name = trained.model_name
     record = Weights(model_name, dict(trained.model_args), path.name, str(trained.recipe.get("name", "unknown")),
                      trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
-                     preprocess, bool(trained.recipe.get("test_time_flip", False)))
+                     preprocess, bool(trained.recipe.get("test_time_flip", False)),
+                     dict(preprocess_fit) if preprocess_fit is not None else None)
     sidecar = path.with_suffix(".json")
     payload = save_safetensors(tensors, metadata={"format": FORMAT, "model_name": model_name})
     fields = {k: v for k, v in asdict(record).items() if k != "sidecar"}
@@ -146,14 +159,20 @@ def read_weights(path: str | os.PathLike) -> Weights:
     if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
         raise WeightsError(f"{sidecar} is not a nin weights sidecar (expected format {FORMAT!r})")
     try:
-        return Weights(**{**data, "input_size": tuple(data["input_size"])}, sidecar=sidecar)
+        weights = Weights(**{**data, "input_size": tuple(data["input_size"])}, sidecar=sidecar)
     except (TypeError, KeyError) as err:
         raise WeightsError(f"{sidecar} lacks or has unknown fields ({err}); export the weights again") from None
+    fit = weights.preprocess_fit
+    if fit is not None and not (isinstance(fit, dict) and all(isinstance(fit.get(k), str) for k in RECORD_KEYS)):
+        raise WeightsError(f"{sidecar}: preprocess_fit must name the {', '.join(RECORD_KEYS)} of the images the "
+                           "preprocessing is fitted on; export the weights again")
+    return weights
 
 
-def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load weights from a ``.safetensors`` file and its JSON sidecar."""
-    return read_weights(path).load(device)
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 data_dir: str | os.PathLike | None = None) -> TrainedModel:
+    """Load weights from a ``.safetensors`` file and its JSON sidecar (``data_dir``: see :meth:`Weights.load`)."""
+    return read_weights(path).load(device, data_dir)
 
 
 def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
@@ -169,13 +188,40 @@ def _measured_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
     return None, None
 
 
-def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Weights:
-    """Turn a ``nin train`` checkpoint into shipped-weights files; the accuracy comes from its summary.json."""
+def weights_from_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, refit_preprocess: bool = False,
+                            data_dir: str | os.PathLike | None = None) -> Weights:
+    """Turn a ``nin train`` checkpoint into shipped-weights files; the accuracy comes from its summary.json.
+
+    ``refit_preprocess`` leaves the fitted preprocessing out of the file (CIFAR-10's ZCA: 37.7 MB); it is
+    fitted again on first use from the run's training split, read now from ``data_dir`` (else the root the run
+    recorded) to record its pixels' digest and to check that a refit gives the fit the network was trained with.
+    """
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
     trained = trained_from_state(state, checkpoint)
     accuracy, split = _measured_accuracy(checkpoint)
-    return save_weights(trained, path, accuracy, split)
+    fit = _checked_fit_record(trained, data_dir, str(checkpoint)) if refit_preprocess else None
+    return save_weights(trained, path, accuracy, split, fit)
+
+
+def _checked_fit_record(trained: TrainedModel, data_dir: str | os.PathLike | None, who: str) -> dict[str, str]:
+    """The record of the training images, once a fit on them has been seen to give the stored preprocessing."""
+    stored = fitted_tensors(trained.preprocess)
+    if not stored:
+        steps = " + ".join(step.name for step in trained.preprocess.steps)
+        problem = f"{who}: its preprocessing ({steps}) has nothing fitted to leave out"
+        raise WeightsError(f"{problem}; export it with refit_preprocess=False",
+                           cli=f"{problem}; export it without --refit-preprocess")
+    split = str(trained.recipe.get("train_split", "train"))
+    data = trained.load_split(split, data_dir)
+    again = fitted_tensors(trained.preprocess.unfitted().fit(data.images))
+    for key, tensor in stored.items():
+        if not torch.allclose(again[key], tensor, rtol=1e-4, atol=1e-5 * float(tensor.abs().max())):
+            problem = (f"{who}: its preprocessing fitted again on {data.description} differs from the one it was "
+                       f"trained with ({key}): these are not its training images")
+            raise WeightsError(f"{problem}; pass the run's data folder as data_dir=",
+                               cli=f"{problem}; give the run's data folder with --data-dir")
+    return fit_record(trained.dataset, split, data.images)
 
 
 def weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], model_name: str, path: str | os.PathLike, *,
