@@ -64,6 +64,23 @@ def test_bad_overrides_are_explained(item: str, message: str) -> None:
         apply_overrides(load_recipe("mnist"), [item])
 
 
+@pytest.mark.parametrize("overrides, key", [
+    (["train_split=train+valid"], "eval_split 'valid'"),  # the Section 4.2 retraining, forgetting the held-out split
+    (["train_split=train+valid", "eval_split=none", 'test_splits=["test", "train"]'], "test_splits 'train'"),
+    (["eval_split=train"], "eval_split 'train'"),
+    (["train_split=valid", "eval_split=train+valid"], "eval_split 'train\\+valid'"),
+])
+def test_a_held_out_split_that_overlaps_the_training_split_is_refused(overrides: list[str], key: str) -> None:
+    with pytest.raises(RecipeError, match=f"{key} shares images with train_split .*trained on; use a held-out"):
+        apply_overrides(load_recipe("cifar10"), overrides)
+
+
+def test_the_paper_retraining_on_train_plus_valid_is_accepted() -> None:
+    recipe = apply_overrides(load_recipe("cifar10"), ["train_split=train+valid", "eval_split=none"])
+    assert (recipe.train_split, recipe.eval_split) == ("train+valid", None)
+    assert recipe.test_splits == ["test", "test-lossless-1000", "test-jpeg75"]
+
+
 def test_unknown_recipe_and_bad_files(tmp_path) -> None:
     with pytest.raises(RecipeError, match="unknown recipe 'mnits'.*mnist"):
         load_recipe("mnits")
