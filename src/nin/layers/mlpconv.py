@@ -24,7 +24,7 @@ class MLPConv(nn.Module):
     ``widths[0]`` is the k×k convolution's output channels, the rest are the 1×1 layers'.
     ``init_std`` draws weights from N(0, std²) with zero biases, as the authors' configs do
     (one std for all layers or one per layer); ``"he"`` uses std = √(2 / fan_in), which keeps the
-    signal's scale through ReLU layers, for networks whose authors' stds are not published;
+    signal's scale through ReLU layers, for recipes that do not follow the authors' stds (BatchNorm);
     ``"xavier"`` draws weights with Glorot's uniform rule and keeps PyTorch's default biases, as the
     d2l.ai book's networks do; ``None`` keeps PyTorch's default init.
     ``batch_norm`` inserts BatchNorm before each ReLU: not in the paper.
