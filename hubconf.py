@@ -43,7 +43,8 @@ def _weights_entrypoint(weights_name):
     entrypoint.__name__ = entrypoint.__qualname__ = weights_name.replace(".", "_")
     errors = ", ".join(f"{error:.2f}% on {split}" for split, error in card.errors.items())
     entrypoint.__doc__ = (f"{card.model} with the weights {weights_name}: {card.description}. Error {errors} "
-                          f"({card.record}). Takes raw 0..255 images unless preprocess=False.")
+                          f"({card.record}). Takes raw 0..255 images unless preprocess=False; data_dir= is where "
+                          "the training images are for weights that fit their preprocessing on first use.")
     return entrypoint
 
 
