@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import platform
 import shlex
 import sys
@@ -227,13 +228,14 @@ def _models(args: argparse.Namespace) -> int:
     import nin
     from nin.inference.pretrained import pretrained_for
 
-    print(f"{'model':24s} {'parameters':>10s} {'M MACs':>9s}  {'input':9s}  {'weights':8s}  where in the paper")
+    print(f"{'model':24s} {'parameters':>10s} {'M MACs':>9s}  {'input':9s}  {'weights':12s}  where in the paper")
     for name in nin.list_models(args.pattern):
         info = nin.model_info(name)
         prof = nin.profile_model(nin.models.create_model(name), info.input_size)
         size = "×".join(map(str, info.input_size))
         weights = ",".join(p.tag for p in pretrained_for(name)) or "-"
-        print(f"{name:24s} {prof.parameters:>10,d} {prof.multiply_adds / 1e6:9.2f}  {size:9s}  {weights:8s}  {info.paper}")
+        print(f"{name:24s} {prof.parameters:>10,d} {prof.multiply_adds / 1e6:9.2f}  {size:9s}  {weights:12s}  "
+              f"{info.paper}")
     return 0
 
 
@@ -457,7 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nin.errors import NinError
 
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that left (`nin models | head`) shows here, in the handling below
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
+        return 141  # as a shell reports a command stopped by SIGPIPE
     except NinError as err:
         print(f"nin {args.command}: error: {err.cli}", file=sys.stderr)
         return 2
