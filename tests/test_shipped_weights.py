@@ -130,6 +130,35 @@ def test_predict_works_out_of_the_box(shared_data: Path, tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize("name", CARDS)
+def test_nin_predict_and_explain_take_each_shipped_name(name: str, shared_data: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Files in, answers out: `nin predict NAME` on PNG copies of test images names the classes that
+    create_model(NAME, pretrained=True) gives for the same pixels, and `nin explain NAME` draws their maps."""
+    from nin.data import load_dataset
+
+    card = CARDS[name]
+    if not (shared_data / SPLIT_FOLDERS.get(card.dataset, card.dataset)).is_dir():
+        pytest.skip(f"needs the {card.dataset} files")
+    split = next(s for s in card.errors if s.startswith("test"))
+    images = load_dataset(card.dataset, split, root=shared_data).images[:6]
+    paths = []
+    for i, image in enumerate(images):
+        pixels = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(pixels).save(paths[-1])
+    data = ["--data-dir", str(shared_data)]
+    assert main(["predict", name, *paths, "--json", "--top-k", "1", *data]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    model = nin.create_model(name, pretrained=True, data_dir=shared_data)
+    with torch.no_grad():
+        expected = [model.classes[i] for i in model(images.float()).argmax(1)]
+    assert [a["top_k"][0]["class"] for a in answers] == expected
+    assert main(["explain", name, *paths, "--out", str(tmp_path / "maps"), *data]) == 0
+    with Image.open(tmp_path / "maps" / "explain-000.png") as figure:  # one row per image, one map per class
+        assert figure.width > 200 and figure.height > 100 * len(paths)
+
+
+@pytest.mark.parametrize("name", CARDS)
 def test_nin_export_takes_each_shipped_name(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`nin export NAME` exports the shipped weights with their preprocessing; onnxruntime gives the logits of
     create_model(NAME, pretrained=True) on raw pixels."""
