@@ -169,5 +169,6 @@ def test_nin_export_takes_each_shipped_name(name: str, tmp_path: Path, capsys: p
     images = torch.randint(0, 256, (3, *model.input_size)).float()
     with torch.no_grad():
         expected = model(images).numpy()
-    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"images": images.numpy()})
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"images": images.numpy()})
     assert abs(got - expected).max() <= 1e-4 * max(abs(expected).max(), 1.0)
