@@ -133,8 +133,10 @@ def test_missing_images_name_the_dataset_and_the_option(exported, tmp_path, caps
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RefitError, match=r"fitted on first use from the mnist 'valid' images, and they cannot be "
-                                         r"loaded"):
+                                         r"loaded from .*empty: fetch them with nin.data.download_dataset\('mnist', "
+                                         r"root\) and pass that folder as data_dir= \(or set \$NIN_DATA\)$") as err:
         load_weights(weights, data_dir=empty)
+    assert "download=True" not in str(err.value)  # load_dataset's option, not load_weights'
     image = tmp_path / "digit.png"
     _write_png(image)
     assert main(["predict", str(weights), str(image), "--data-dir", str(empty)]) == 2

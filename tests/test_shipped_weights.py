@@ -20,6 +20,7 @@ from nin.cli import main
 from nin.data import SPLITS
 from nin.experiments.check import args_as_run
 from nin.inference.pretrained import PRETRAINED, Pretrained, get_pretrained
+from nin.inference.refit import RefitError
 from nin.inference.weights import WeightsError, read_weights
 from nin.train.metrics import read_metrics
 from nin.train.recipe import load_recipe
@@ -96,6 +97,24 @@ def test_unknown_and_missing_weights_are_clear_errors() -> None:
         nin.create_model("nin_cifar10_fc", pretrained=True)
     with pytest.raises(WeightsError, match="remove num_classes"):
         nin.create_model("nin_mnist", pretrained=True, num_classes=5)
+
+
+def test_weights_that_need_their_training_images_name_weights_that_do_not(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """On a machine without CIFAR-10, nin_cifar10 (the paper's weights: GCN + ZCA fitted on first use) says how
+    to get the images, in the words of the interface used, and which weights of the network need none."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no fit cached by an earlier test
+    empty = tmp_path / "empty"
+    hint = "; or use nin_cifar10.fast20, whose preprocessing is in its file"
+    with pytest.raises(RefitError, match=r"pass that folder as data_dir= \(or set \$NIN_DATA\)" + hint + "$"):
+        nin.create_model("nin_cifar10", pretrained=True, data_dir=empty)
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(image)
+    assert main(["predict", "nin_cifar10", str(image), "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"nin data download cifar10 --data-dir {empty}" in err
+    assert err.endswith(hint + "\n")
 
 
 def test_create_model_takes_raw_images_unless_asked_for_the_bare_network() -> None:

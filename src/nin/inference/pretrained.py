@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nin.inference.refit import RefitError
 from nin.inference.trained import TrainedModel, load_trained
 from nin.inference.weights import WeightsError, load_weights, read_weights
 from nin.models import create_model as build_model
@@ -64,7 +65,14 @@ class Pretrained:
             if digest != expected:
                 raise WeightsError(f"{path} does not match the SHA-256 its card in nin.inference.pretrained gives for "
                                    f"{self.name}: the file is damaged or was replaced; reinstall the package")
-        return read_weights(self.file).load(device, data_dir)
+        try:
+            return read_weights(self.file).load(device, data_dir)
+        except RefitError as err:  # no training images here: point to weights of this model that need none
+            carried = [p.name for p in pretrained_for(self.model) if read_weights(p.file).preprocess_fit is None]
+            if not carried:
+                raise
+            hint = f"; or use {carried[0]}, whose preprocessing is in its file"
+            raise RefitError(str(err).rstrip(".") + hint, cli=err.cli.rstrip(".") + hint) from None
 
 
 PRETRAINED: tuple[Pretrained, ...] = (

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from nin.data import DatasetError, Pipeline, default_root, load_dataset
+from nin.data import DatasetError, Pipeline, default_root, load_dataset, resolve_root
 from nin.errors import NinError
 from nin.utils.atomic import atomic_write_bytes
 
@@ -84,10 +84,11 @@ def refit(pipeline: Pipeline, record: Mapping[str, str], data_dir: str | os.Path
     steps = " + ".join(step.name for step in pipeline.steps)
     try:
         data = load_dataset(dataset, split, root=data_dir)
-    except DatasetError as err:
+    except DatasetError as err:  # the loader's remedy speaks load_dataset's words (download=True): say ours
         intro = f"{who}: its preprocessing ({steps}) is fitted on first use from the {dataset} '{split}' images"
-        raise RefitError(f"{intro}, and they cannot be loaded: {err}",
-                         cli=f"{intro}, and they cannot be loaded: {err.cli}") from None
+        raise RefitError(f"{intro}, and they cannot be loaded from {resolve_root(data_dir)}: fetch them with "
+                         f"nin.data.download_dataset({dataset!r}, root) and pass that folder as data_dir= (or set "
+                         "$NIN_DATA)", cli=f"{intro}, and they cannot be loaded: {err.cli}") from None
     found = images_sha256(data.images)
     if found != expected:
         problem = (f"{who}: its preprocessing ({steps}) is fitted on first use from the {dataset} '{split}' images, "
