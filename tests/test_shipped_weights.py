@@ -17,7 +17,7 @@ from PIL import Image
 
 import nin
 from nin.cli import main
-from nin.data import SPLITS
+from nin.data import SPLITS, load_dataset
 from nin.experiments.check import args_as_run
 from nin.inference.pretrained import PRETRAINED, Pretrained, get_pretrained
 from nin.inference.refit import RefitError
@@ -62,8 +62,7 @@ def test_nin_eval_reproduces_each_cards_recorded_error(name: str, shared_data: P
                                                        capsys: pytest.CaptureFixture) -> None:
     card = CARDS[name]
     split = "test" if "test" in card.errors else next(iter(card.errors))
-    if not (shared_data / SPLIT_FOLDERS.get(card.dataset, card.dataset)).is_dir():
-        pytest.skip(f"needs the {card.dataset} files")
+    _skip_without_the_data(card, shared_data)
     assert main(["eval", name, "--split", split, "--data-dir", str(shared_data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # the run measured in bf16, this evaluation runs in fp32: a few images may flip
@@ -75,6 +74,11 @@ def test_nin_eval_reproduces_each_cards_recorded_error(name: str, shared_data: P
 
 
 SPLIT_FOLDERS = {"cifar10": "cifar-10-lossless-train-batches-py"}
+
+
+def _skip_without_the_data(card: Pretrained, shared_data: Path) -> None:
+    if not (shared_data / SPLIT_FOLDERS.get(card.dataset, card.dataset)).is_dir():
+        pytest.skip(f"needs the {card.dataset} files")
 
 
 def test_a_damaged_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,8 +139,6 @@ def test_create_model_takes_raw_images_unless_asked_for_the_bare_network() -> No
 
 
 def test_predict_works_out_of_the_box(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from nin.data import load_dataset
-
     test = load_dataset("mnist", "test", root=shared_data)
     paths = []
     for i in range(5):
@@ -153,11 +155,8 @@ def test_nin_predict_and_explain_take_each_shipped_name(name: str, shared_data: 
                                                         capsys: pytest.CaptureFixture) -> None:
     """Files in, answers out: `nin predict NAME` on PNG copies of test images names the classes that
     create_model(NAME, pretrained=True) gives for the same pixels, and `nin explain NAME` draws their maps."""
-    from nin.data import load_dataset
-
     card = CARDS[name]
-    if not (shared_data / SPLIT_FOLDERS.get(card.dataset, card.dataset)).is_dir():
-        pytest.skip(f"needs the {card.dataset} files")
+    _skip_without_the_data(card, shared_data)
     split = next(s for s in card.errors if s.startswith("test"))
     images = load_dataset(card.dataset, split, root=shared_data).images[:6]
     paths = []
