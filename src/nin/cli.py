@@ -228,14 +228,16 @@ def _models(args: argparse.Namespace) -> int:
     import nin
     from nin.inference.pretrained import pretrained_for
 
-    print(f"{'model':24s} {'parameters':>10s} {'M MACs':>9s}  {'input':9s}  {'weights':12s}  where in the paper")
-    for name in nin.list_models(args.pattern):
+    names = nin.list_models(args.pattern)
+    weights = {name: ",".join(p.tag for p in pretrained_for(name)) or "-" for name in names}
+    width = max([len("weights"), *map(len, weights.values())])
+    print(f"{'model':24s} {'parameters':>10s} {'M MACs':>9s}  {'input':9s}  {'weights':{width}s}  where in the paper")
+    for name in names:
         info = nin.model_info(name)
         prof = nin.profile_model(nin.models.create_model(name), info.input_size)
         size = "×".join(map(str, info.input_size))
-        weights = ",".join(p.tag for p in pretrained_for(name)) or "-"
-        print(f"{name:24s} {prof.parameters:>10,d} {prof.multiply_adds / 1e6:9.2f}  {size:9s}  {weights:12s}  "
-              f"{info.paper}")
+        print(f"{name:24s} {prof.parameters:>10,d} {prof.multiply_adds / 1e6:9.2f}  {size:9s}  "
+              f"{weights[name]:{width}s}  {info.paper}")
     return 0
 
 
