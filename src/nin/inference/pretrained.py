@@ -75,6 +75,11 @@ class Pretrained:
             raise RefitError(str(err).rstrip(".") + hint, cli=err.cli.rstrip(".") + hint) from None
 
 
+# Notes shared by the cards of the paper's CIFAR-10 weights.
+_CIFAR10_VALID_PROTOCOL = ("trained on the 40,000 'train' images and scored on the other 10,000 ('valid'), the "
+                           "paper's own protocol before its retraining on 50,000")
+_JPEG75_NOTE = "test-jpeg75 is a lossy copy of the test set; the whitening amplifies its artefacts"
+
 PRETRAINED: tuple[Pretrained, ...] = (
     Pretrained(
         model="nin_mnist", tag="paper", recipe="mnist", record="results/mnist-seed1-warmup2", dataset="mnist",
@@ -106,11 +111,10 @@ PRETRAINED: tuple[Pretrained, ...] = (
                     "on a 2-core CPU",
         paper="Table 1: 8.81% test error with augmentation (after retraining on all 50,000 training images)",
         notes=("the default for nin_cifar10: the lowest error of the weights trained with the paper's procedure",
-               "trained on the 40,000 'train' images and scored on the other 10,000 ('valid'), the paper's own "
-               "protocol before its retraining on 50,000",
+               _CIFAR10_VALID_PROTOCOL,
                "the GCN + ZCA is not in the file (37.7 MB): it is fitted again on first use, as for "
                "nin_cifar10.paper",
-               "test-jpeg75 is a lossy copy of the test set; the whitening amplifies its artefacts"),
+               _JPEG75_NOTE),
     ),
     Pretrained(
         model="nin_cifar10", tag="paper", recipe="cifar10", record="results/cifar10-authors-bf16", dataset="cifar10",
@@ -120,11 +124,10 @@ PRETRAINED: tuple[Pretrained, ...] = (
         description="the paper's network and the authors' own procedure (NIN/cifar-10_params, their README's "
                     "200 + 30 + 30 epoch schedule), GCN + ZCA, dropout, no augmentation, bf16 on a 2-core CPU",
         paper="Table 1: 10.41% test error without augmentation (after retraining on all 50,000 training images)",
-        notes=("trained on the 40,000 'train' images and scored on the other 10,000 ('valid'), the paper's own "
-               "protocol before its retraining on 50,000",
+        notes=(_CIFAR10_VALID_PROTOCOL,
                "the GCN + ZCA is not in the file (37.7 MB): it is fitted again on first use from cifar10 'train' "
                "under data_dir (else $NIN_DATA, else ~/.cache/nin), checked by the pixels' SHA-256, and cached",
-               "test-jpeg75 is a lossy copy of the test set; the whitening amplifies its artefacts"),
+               _JPEG75_NOTE),
     ),
     Pretrained(
         model="nin_cifar10", tag="fast20", recipe="cifar10-fast20", record="results/cifar10-fast20-seed2",
