@@ -169,3 +169,27 @@ def test_train_prints_the_last_epochs_error_under_its_split_once(tmp_path: Path,
     assert "valid error" not in printed
     [line] = [line for line in printed.splitlines() if "test error" in line]
     assert (" on mnist 'test'" in line) == (test_splits != "[]")  # the test split's line, else the last epoch's
+
+
+def test_report_names_the_matched_comparisons_of_a_table(tmp_path: Path) -> None:
+    """Runs fill a table's rows as a matched comparison only when they share the seed and the changes to their
+    recipes and none stopped early; a run that is the only one of its recipe in its set matches nothing."""
+    results = tmp_path / "results"
+    for run, recipe, seed, epochs, stopped in [("gap-a", "cifar10", 0, 2, None), ("fc-a", "cifar10-fc", 0, 2, None),
+                                               ("fc-drop-seed1", "cifar10-fc-dropout", 1, 2, None),
+                                               ("cnn-gap-cut", "cnn-gap", 0, 2, "time limit"),
+                                               ("cnn-fc-longer", "cnn-fc", 0, 3, None)]:
+        _write_record(results, run, dataclasses.replace(load_recipe(recipe), seed=seed, epochs=epochs), 1.0, {})
+        if stopped:
+            summary = json.loads((results / run / "summary.json").read_text())
+            (results / run / "summary.json").write_text(json.dumps({**summary, "stopped_early": stopped}))
+    text = render(results, tmp_path / "docs" / "results.md")
+    table5 = text.split("## Table 5")[1].split("\n## ")[0]
+    matched = [line for line in table5.splitlines() if line.startswith("- ")]
+    assert matched == ["- `fc-a` (`cifar10-fc`), `gap-a` (`cifar10`)"]
+    fig3 = text.split("## Figure 3")[1].split("\n## ")[0]  # only the cifar10 row has a run: nothing to compare
+    assert "Matched comparisons" not in fig3
+
+    _write_record(results, "nodrop-longer", dataclasses.replace(load_recipe("cifar10-nodropout"), epochs=3), 1.0, {})
+    fig3 = render(results, tmp_path / "docs" / "results.md").split("## Figure 3")[1].split("\n## ")[0]
+    assert "Matched comparisons: none yet." in fig3

@@ -102,6 +102,30 @@ def seed_groups(records: dict[str, list[tuple[str, dict[str, Any]]]], recorded: 
     return found
 
 
+def matched_sets(runs: list[tuple[str, str, dict[str, Any]]], recorded: dict[str, Recipe],
+                 changes: dict[str, dict[str, Any]]) -> list[list[tuple[str, str]]]:
+    """Sets of (run, recipe) from at least two of a table's recipes that ran with the same seed and made the same
+    changes to their recipes, none stopped early: each followed its row's procedure in the same way, so the rows
+    they fill differ only in what the paper compares. ``runs`` is [(recipe, run, summary)]."""
+    sets: dict[str, list[tuple[str, str]]] = {}
+    for recipe, run, summary in runs:
+        if not summary.get("stopped_early"):
+            key = json.dumps([changes[run], recorded[run].seed], sort_keys=True)
+            sets.setdefault(key, []).append((run, recipe))
+    return [members for members in sets.values() if len({recipe for _, recipe in members}) > 1]
+
+
+def _matched_lines(sets: list[list[tuple[str, str]]]) -> list[str]:
+    if not sets:
+        return [("Matched comparisons: none yet. The runs of these rows differ in more than what the rows compare "
+                 "(their changes in the Runs table), so compare across rows with care."), ""]
+    intro = ("Matched comparisons: each line's runs used the same seed and the same changes to their rows' recipes, "
+             "and none stopped early, so they differ only in what their rows compare. Any other pair of runs "
+             "differs in more (their changes in the Runs table).")
+    return [intro, ""] + ["- " + ", ".join(f"`{run}` (`{recipe}`)" for run, recipe in members)
+                          for members in sets] + [""]
+
+
 def _first_clause(description: str) -> str:
     """A recipe's description up to its first colon: short enough for a table's method column."""
     return description.split(":")[0].strip().rstrip(".")
@@ -159,7 +183,8 @@ def render(results_dir: Path, page: Path) -> str:
              "paper has none (Fashion-MNIST), a peer's. A run marked `changed` did not follow its recipe as shipped: "
              "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
              "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
-             "deviation), under the recipe they ran as shipped.", ""]
+             "deviation), under the recipe they ran as shipped. Under each table, `Matched comparisons` names the "
+             "runs that differ only in what their rows compare.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
               "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -173,11 +198,13 @@ def render(results_dir: Path, page: Path) -> str:
             runs = [run for run, _ in records.get(recipe, [])] if recipe else []
             lines += _experiment_rows(method, published, recipe, runs, values, changes, groups)
         lines.append("")
-        runs = [(run, s) for recipe in exp.recipes for run, s in records.get(recipe, [])]
+        runs = [(recipe, run, s) for recipe in exp.recipes for run, s in records.get(recipe, [])]
         if runs:
             lines += ["Runs:", "", header] + [_run_line(run, s, _errors(values[run]), changes[run], page.parent,
-                                                        results_dir) for run, s in runs] + [""]
-            shown.update(run for run, _ in runs)
+                                                        results_dir) for _, run, s in runs] + [""]
+            if len({recipe for recipe, _, _ in runs}) > 1:
+                lines += _matched_lines(matched_sets(runs, recorded, changes))
+            shown.update(run for _, run, _ in runs)
         else:
             lines += ["No run recorded yet.", ""]
     commands = [(run, s["command"]) for recipe in records for run, s in records[recipe] if run in shown]
