@@ -183,8 +183,8 @@ def render(results_dir: Path, page: Path) -> str:
              "paper has none (Fashion-MNIST), a peer's. A run marked `changed` did not follow its recipe as shipped: "
              "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
              "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
-             "deviation), under the recipe they ran as shipped. Under each table, `Matched comparisons` names the "
-             "runs that differ only in what their rows compare.", ""]
+             "deviation), under the recipe they ran as shipped. Under a table with runs of two or more recipes, "
+             "`Matched comparisons` names the runs that differ only in what their rows compare.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
               "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
