@@ -1,10 +1,12 @@
-"""The source digest names the code of a record without git: same files, same digest; any change, another."""
+"""A record names its code and its machine: the source digest (same files, same digest; any change, another) and the CPU."""
 from __future__ import annotations
 
+import platform
 import shutil
 from pathlib import Path
 
 import nin
+from nin.utils.hardware import cpu_name
 from nin.utils.provenance import source_digest
 
 
@@ -43,3 +45,12 @@ def test_a_changed_byte_a_renamed_file_or_a_new_file_changes_the_digest(tmp_path
 
 def test_the_default_is_the_installed_package() -> None:
     assert source_digest() == source_digest(Path(nin.__file__).parent)
+
+
+def test_the_cpu_is_named_with_its_family_and_model_so_that_zen_4_and_zen_5_records_differ() -> None:
+    zen4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n\n" \
+           "processor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: other\n"
+    assert cpu_name(zen4) == "AMD EPYC (family 25, model 17)"  # the first processor's block only
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nmodel name\t: Neoverse-N1\n"
+    assert cpu_name(arm) == "Neoverse-N1"
+    assert cpu_name("") == (platform.processor() or platform.machine())

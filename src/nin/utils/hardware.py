@@ -7,13 +7,34 @@ import platform
 import torch
 
 
+def cpu_name(cpuinfo: str) -> str:
+    """The CPU's name from the text of /proc/cpuinfo, with its family and model numbers where the kernel gives them.
+
+    Virtual machines often report a bare "AMD EPYC" for processors whose speeds differ twofold (one CIFAR-10 run
+    trained 478 images/s on one and 244 on another, family 25 model 17, a Zen 4), so the numbers keep such records
+    apart.
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # a blank line ends the first processor's block
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+            cpuinfo = f.read()
+    except OSError:  # not Linux
+        cpuinfo = ""
+    cpu = cpu_name(cpuinfo)
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
