@@ -2,7 +2,7 @@
 
 A record under ``results/`` holds the recipe exactly as it ran (``recipe.toml``), its per-epoch metrics and its
 summary. Training is deterministic for a given seed, hardware, thread count and torch build, so re-running the
-recipe reproduces the record bit for bit there; elsewhere the numbers drift apart, and the check says by how much.
+recipe reproduces the record bit for bit there; elsewhere the numbers may drift apart, and the check says by how much.
 """
 from __future__ import annotations
 
