@@ -1,4 +1,4 @@
-"""A record names its code and its machine: the source digest (same files, same digest; any change, another) and the CPU."""
+"""A record names its code and its machine: its source digest (same files, same digest; a change, another), its CPU."""
 from __future__ import annotations
 
 import platform

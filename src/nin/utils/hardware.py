@@ -11,7 +11,7 @@ def cpu_name(cpuinfo: str) -> str:
     """The CPU's name from the text of /proc/cpuinfo, with its family and model numbers where the kernel gives them.
 
     Virtual machines often report a bare "AMD EPYC" for processors whose speeds differ twofold (one CIFAR-10 run
-    trained 478 images/s on one and 244 on another, family 25 model 17, a Zen 4), so the numbers keep such records
+    trained 478 images/s on one and 245 on another, family 25 model 17, a Zen 4), so the numbers keep such records
     apart.
     """
     fields: dict[str, str] = {}
