@@ -14,14 +14,9 @@ def cpu_name(cpuinfo: str) -> str:
     trained 478 images/s on one and 245 on another, family 25 model 17, a Zen 4), so the numbers keep such records
     apart.
     """
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            if fields:  # a blank line ends the first processor's block
-                break
-            continue
-        fields.setdefault(key.strip(), value.strip())
+    first_processor = cpuinfo.split("\n\n", 1)[0]  # the kernel gives one block per logical processor
+    lines = (line.partition(":") for line in first_processor.splitlines())
+    fields = {key.strip(): value.strip() for key, _, value in lines}
     name = fields.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"
