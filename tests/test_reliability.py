@@ -14,10 +14,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,18 +126,26 @@ def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(run: 
     assert load_checkpoint(out / "last.pt")["epoch"] == 2 and LOCK_NAME not in files(out)
 
 
-def test_the_lock_is_released_when_a_run_crashes_or_is_interrupted(run: Path, tmp_path: Path, shared_data: Path,
-                                                                  capsys: pytest.CaptureFixture,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lock_is_released_when_a_run_crashes_or_is_stopped(run: Path, tmp_path: Path, shared_data: Path,
+                                                               capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = copy_run(run, tmp_path)
     argv = train(shared_data, out, "--epochs", "2", "--resume")
-    for stop in (RuntimeError("a bug"), KeyboardInterrupt()):
-        def stopped(self: Trainer, epoch: int, stop: BaseException = stop) -> None:
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
+    for stop in (RuntimeError("a bug"), KeyboardInterrupt(), signal.SIGTERM):
+        def stopped(self: Trainer, epoch: int, stop: BaseException | int = stop) -> None:
+            if not isinstance(stop, BaseException):  # a real signal, as `kill` or a job scheduler sends it
+                os.kill(os.getpid(), stop)
+                time.sleep(5)  # the handler interrupts this at once
+                pytest.fail("SIGTERM did not stop the run")
             raise stop
 
         monkeypatch.setattr(Trainer, "_train_epoch", stopped)
         if isinstance(stop, KeyboardInterrupt):
             assert main(argv) == 130 and "interrupted" in capsys.readouterr().err
+        elif stop == signal.SIGTERM:
+            assert main(argv) == 143 and "terminated" in capsys.readouterr().err
+            assert signal.getsignal(signal.SIGTERM) == sigterm_handler  # the caller's handling is back
         else:
             with pytest.raises(RuntimeError, match="a bug"):
                 main(argv)

@@ -8,7 +8,9 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import torch
@@ -452,6 +454,15 @@ def _filesystem_fault(err: OSError, command: str) -> str:
     return f"{what}: {meaning}.{intact} To go on, {remedy}, then run the command again{resume}."
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, `docker stop`) raised as an interrupt, so that it unwinds like Ctrl-C:
+    files keep their last complete version and a run folder is unlocked."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None and args.command in ("train", "reproduce", "check", "eval", "bench"):
@@ -460,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_with_tuned_malloc(sys.argv[1:])  # glibc reads the settings at process start only
     from nin.errors import NinError
 
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         code = args.handler(args)
         sys.stdout.flush()  # a reader that left (`nin models | head`) shows here, in the handling below
@@ -475,9 +488,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"nin {args.command}: error: {_filesystem_fault(err, args.command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, _Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)  # 143 or 130, as a shell reports them
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":
