@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)  # 143 or 130, as a shell reports them
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            signal.signal(signal.SIGTERM, previous_sigterm or signal.SIG_DFL)  # None: a handler set outside Python
 
 
 if __name__ == "__main__":
