@@ -2,7 +2,7 @@
 
 A card's numbers are copied by hand from its record under ``results/``, which the training loop wrote; the
 tests compare the card with that record and then re-measure the weights with ``nin eval``, a different code
-path (the weights file, not the checkpoint; fp32 or the record's precision).
+path (the weights file, not the checkpoint), at the record's precision.
 """
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ def test_each_card_agrees_with_its_record(name: str) -> None:
     summary = json.loads((record / "summary.json").read_text())
     assert summary["recipe"] == card.recipe and summary["model"] == card.model
     ran, shipped = load_recipe(str(record / "recipe.toml")), load_recipe(card.recipe)
-    # the recipe as shipped trains these weights (with the model defaults of the day the record was written), up to
-    # the seed and the hardware options (--device, --precision, --channels-last)
+    # the recipe as shipped, with the card's own changes, trains these weights (with the model defaults of the day
+    # the record was written), up to the seed and the hardware options (--device, --precision, --channels-last)
     hardware = {k: getattr(shipped, k) for k in ("seed", "device", "precision", "channels_last")}
-    assert dataclasses.replace(ran, model_args=args_as_run(ran, summary["date"]), **hardware) == shipped
+    assert (dataclasses.replace(ran, model_args=args_as_run(ran, summary["date"]), **hardware)
+            == dataclasses.replace(shipped, **card.recipe_changes))
     last = read_metrics(record / "metrics.jsonl")[-1]
     for split, error in card.errors.items():
         recorded = summary["tests"][split]["error"] if split in summary["tests"] else last["valid_error"]
@@ -63,11 +64,15 @@ def test_nin_eval_reproduces_each_cards_recorded_error(name: str, shared_data: P
     card = CARDS[name]
     split = "test" if "test" in card.errors else next(iter(card.errors))
     _skip_without_the_data(card, shared_data)
-    assert main(["eval", name, "--split", split, "--data-dir", str(shared_data), "--json"]) == 0
+    summary = json.loads((REPO / card.record / "summary.json").read_text())
+    # at the precision the run scored itself in: bf16 against fp32 flips a few images (nin_cifar10.paper50k: 2 of
+    # 1,000), more than the 0.1 points allowed here
+    precision = summary.get("precision", "fp32")
+    assert main(["eval", name, "--split", split, "--data-dir", str(shared_data), "--precision", precision,
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    # the run measured in bf16, this evaluation runs in fp32: a few images may flip
     assert report["error"] == pytest.approx(card.errors[split], abs=0.1)
-    recorded = json.loads((REPO / card.record / "summary.json").read_text())["tests"].get(split)
+    recorded = summary["tests"].get(split)
     if recorded is not None:  # the training run's own evaluation, class by class: 0.5 points is a few images
         for name_, accuracy in recorded["per_class_accuracy"].items():
             assert report["per_class_accuracy"][name_] == pytest.approx(accuracy, abs=0.5), name_
@@ -96,7 +101,7 @@ def test_a_damaged_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.M
 def test_unknown_and_missing_weights_are_clear_errors() -> None:
     with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.paper, "
                                            "nin_mnist.fast, nin_cifar10.aug, nin_cifar10.paper, "
-                                           "nin_cifar10.fast20"):
+                                           "nin_cifar10.paper50k, nin_cifar10.fast20"):
         get_pretrained("nin_mnist.nope")
     with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10_fc'"):
         nin.create_model("nin_cifar10_fc", pretrained=True)
