@@ -125,11 +125,17 @@ def _print_final(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from nin.data import shares_images
     from nin.inference.evaluate import evaluate
     from nin.inference.pretrained import open_trained
 
     trained = open_trained(args.checkpoint, data_dir=args.data_dir)
     data = trained.load_split(args.split, args.data_dir)
+    trained_on = trained.recipe.get("train_split")
+    if trained_on is not None and shares_images(args.split, trained_on):
+        print(f"nin eval: warning: {args.checkpoint} was trained on {trained.dataset} {trained_on!r}, which holds the "
+              f"images of {args.split!r}: this error is measured on images it trained on, not held-out ones",
+              file=sys.stderr)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
     if precision == "int8":

@@ -8,6 +8,7 @@ from nin.data.datasets import (
     load_dataset,
     resolve_root,
     run_root,
+    shares_images,
 )
 from nin.data.formats import DatasetError
 from nin.data.loader import DeviceLoader
@@ -16,5 +17,5 @@ from nin.data.preprocess import GCN, LCN, ZCA, Pipeline, Standardize, ToUnitRang
 __all__ = [
     "GCN", "LCN", "SPLITS", "ZCA", "Augment", "AugmentParams", "DatasetError", "DeviceLoader", "LabeledImages",
     "Pipeline", "Standardize", "ToUnitRange", "Transform", "build_pipeline", "default_root", "download_dataset",
-    "load_dataset", "resolve_root", "run_root",
+    "load_dataset", "resolve_root", "run_root", "shares_images",
 ]

@@ -47,6 +47,16 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "folder": FOLDER_SPLITS,  # your own images: class folders under the root (nin.data.folder)
 }
 
+# which parts of the official training set a split holds: splits that share one share images
+_TRAINING_PARTS = {"train": {"train"}, "valid": {"valid"}, "train+valid": {"train", "valid"}}
+
+
+def shares_images(split: str, other: str) -> bool:
+    """Whether two splits of one dataset hold some of the same images: an error measured on ``split`` by a network
+    trained on ``other`` is then no held-out error."""
+    return bool(_TRAINING_PARTS.get(split, set()) & _TRAINING_PARTS.get(other, set()))
+
+
 DIGITS = [str(d) for d in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]

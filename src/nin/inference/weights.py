@@ -90,6 +90,8 @@ class Weights:
         model.eval()
         input_size = check_input_size(model, list(self.input_size), str(self.sidecar))
         recipe = {"name": self.recipe, "test_time_flip": self.test_time_flip}
+        if self.preprocess_fit is not None:  # fitted on the training images, so it names the split trained on
+            recipe["train_split"] = self.preprocess_fit["split"]
         return TrainedModel(model.to(device), self.model_name, dict(self.model_args), preprocess, list(self.classes),
                             self.dataset, input_size, recipe, [])
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from nin.checkpoint import nonfinite
-from nin.data import SPLITS, build_pipeline
+from nin.data import SPLITS, build_pipeline, shares_images
 from nin.errors import NinError
 from nin.models import create_model, list_models
 
@@ -167,10 +167,6 @@ def _check(name: str, key: str, value: Any, where: str) -> Any:
     return float(value) if hint is float and isinstance(value, int) else value
 
 
-# which parts of the official training set a split holds: splits that share one share images
-_TRAINING_PARTS = {"train": {"train"}, "valid": {"valid"}, "train+valid": {"train", "valid"}}
-
-
 def _check_names(recipe: Recipe, where: str) -> None:
     """Values of the right type must also name something that exists: a dataset, split, model, step."""
     if recipe.dataset not in SPLITS:
@@ -180,9 +176,8 @@ def _check_names(recipe: Recipe, where: str) -> None:
                        *[("test_splits", s) for s in recipe.test_splits]]:
         if split is not None and split not in splits:
             raise RecipeError(f"{where}: {key} {split!r} is not a split of {recipe.dataset}; splits: {', '.join(splits)}")
-    trained_on = _TRAINING_PARTS.get(recipe.train_split, set())
     for key, split in [("eval_split", recipe.eval_split), *[("test_splits", s) for s in recipe.test_splits]]:
-        if split is not None and _TRAINING_PARTS.get(split, set()) & trained_on:
+        if split is not None and shares_images(split, recipe.train_split):
             raise RecipeError(f"{where}: {key} {split!r} shares images with train_split {recipe.train_split!r}, so "
                               "its error would be measured on images the network trained on; use a held-out split "
                               "(a retraining on train+valid, the paper's Section 4.2, has eval_split = \"none\" and "
