@@ -178,6 +178,16 @@ def test_a_sidecar_with_unknown_or_missing_fields(exported: Path, tmp_path: Path
         read_weights(path)
 
 
+def test_a_sidecar_whose_training_split_is_not_a_name(exported: Path, tmp_path: Path) -> None:
+    """A list here would silently turn off nin eval's warning for splits the network trained on."""
+    path = _copy(exported, tmp_path)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "train_split": ["train", "valid"]}))
+    with pytest.raises(WeightsError, match=rf"^{sidecar}: train_split must name the split the network trained on, "
+                                           r"or be null if not known, not \['train', 'valid'\]$"):
+        read_weights(path)
+
+
 def test_cli_names_the_shipped_weights_when_asked_for_others(capsys: pytest.CaptureFixture) -> None:
     """`nin eval NAME` of a network without shipped weights lists those that are shipped and how to make some."""
     assert main(["eval", "nin_svhn"]) == 2

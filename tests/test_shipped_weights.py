@@ -47,7 +47,7 @@ def test_each_card_agrees_with_its_record(name: str) -> None:
         assert error == pytest.approx(recorded, abs=0.005), split
     assert set(card.errors) <= set(SPLITS[card.dataset])
     weights = read_weights(card.file)
-    assert (weights.model_name, weights.dataset) == (card.model, card.dataset)
+    assert (weights.model_name, weights.dataset, weights.train_split) == (card.model, card.dataset, ran.train_split)
     assert card.file.stat().st_size < 8_000_000
 
 

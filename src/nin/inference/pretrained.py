@@ -86,7 +86,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         model="nin_mnist", tag="paper", recipe="mnist", record="results/mnist-seed1-warmup2", dataset="mnist",
         errors={"test": 0.51, "valid": 0.41},
         sha256="0bfa82656700779c9589b856fd92abe7a1d489fd0a77aa2f522dd4418c3f07b7",
-        sidecar_sha256="dab7734337c0c64c179ccfabfa8260c9caf68fb2f3384e2f580263aabbef5e71",
+        sidecar_sha256="3f43ac51ac5d34c00f2b271749185cc0b4024ffd7083cc88b51f724655b3c989",
         description="the paper's network and the authors' own procedure (NIN/mnist_params, the paper's rate rule: "
                     "48 epochs, rates divided after epochs 29 and 37) with a 2-epoch warm-up, bf16 on a 2-core CPU",
         paper="Table 4: 0.47% test error",
@@ -98,7 +98,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         model="nin_mnist", tag="fast", recipe="mnist-fast", record="results/mnist-fast", dataset="mnist",
         errors={"test": 0.50, "valid": 0.59},
         sha256="4d607b78dbaf8f4bf499ef86f82e790803b29a4d57320ee166131a8e2c2b0b3d",
-        sidecar_sha256="00cb284994880b61e582385dd43c170a2caf35b90b10f97179a495933e2b7d36",
+        sidecar_sha256="b72206c4dc396e58fda1b91fc111b381657311d8ff66b461570aad90decf3cf7",
         description="BatchNorm variant (not the paper's network), one-cycle schedule, 8 epochs, bf16 on a 2-core CPU",
         paper="Table 4: 0.47% test error (the paper's network and procedure)",
     ),
@@ -106,7 +106,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         model="nin_cifar10", tag="aug", recipe="cifar10-aug", record="results/cifar10-aug-authors-bf16",
         dataset="cifar10", errors={"valid": 8.92, "test-lossless-1000": 9.60, "test-jpeg75": 22.22},
         sha256="e88f3d4a500daf36690cefb3c4ea359a7cb457efe8ccd0abcfbfa0d34ef72dd9",
-        sidecar_sha256="21cb9ada69363827595c662cef76089860e878028de24a67c5981a27c41c7e76",
+        sidecar_sha256="d8edd8f7b595d017956187a09a796b36d3355adf73ab3551346787fb927ebeea",
         description="the paper's network and the authors' own procedure (NIN/cifar-10_params, their README's "
                     "200 + 30 + 30 epoch schedule), GCN + ZCA, dropout, the paper's translations and flips, bf16 "
                     "on a 2-core CPU",
@@ -121,7 +121,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         model="nin_cifar10", tag="paper", recipe="cifar10", record="results/cifar10-authors-bf16", dataset="cifar10",
         errors={"valid": 10.66, "test-lossless-1000": 10.30, "test-jpeg75": 20.65},
         sha256="85eb351820d25110fa7923d01db6f23350c7920c64c5d0e01ef53f3cc75bbaeb",
-        sidecar_sha256="be09285a175725412cef681c1c605b0a77bef3281f74a0c9be008bc7aa770816",
+        sidecar_sha256="93ce211763597e07dd65d280b584263bc491792dfa1705b3f9a36298f228418a",
         description="the paper's network and the authors' own procedure (NIN/cifar-10_params, their README's "
                     "200 + 30 + 30 epoch schedule), GCN + ZCA, dropout, no augmentation, bf16 on a 2-core CPU",
         paper="Table 1: 10.41% test error without augmentation (after retraining on all 50,000 training images)",
@@ -135,7 +135,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         dataset="cifar10", errors={"test-lossless-1000": 9.80, "test-jpeg75": 18.58},
         recipe_changes={"train_split": "train+valid", "eval_split": None},
         sha256="e03c5ea65be8f0128b1f8524685ddad0d3d0ef6f3ec7133c945db19778ed4c60",
-        sidecar_sha256="dccba0c07be5725df83dd77f5dbab881a8c8bb0de1c98a6daabd499a61c7e26a",
+        sidecar_sha256="40e53030dcca228aa6ce731c41c0ce19cabd683d554cbcde2c5eba4aa466cd1f",
         description="nin_cifar10.paper's network and procedure, retrained on all 50,000 training images as the "
                     "paper's Section 4.2 does, bf16 on a 2-core CPU",
         paper="Table 1: 10.41% test error without augmentation (after retraining on all 50,000 training images)",
@@ -149,7 +149,7 @@ PRETRAINED: tuple[Pretrained, ...] = (
         model="nin_cifar10", tag="fast20", recipe="cifar10-fast20", record="results/cifar10-fast20-seed2",
         dataset="cifar10", errors={"valid": 10.17, "test-lossless-1000": 10.70, "test-jpeg75": 15.62},
         sha256="ef0821f1416afee95ea989862877390232b1d5ac5b8b827b27113217ec6508cb",
-        sidecar_sha256="585f00b1cf45e13be6af00bbaab97c10556c4439603735a78235a5fe00af4769",
+        sidecar_sha256="e10d9b691a9d6a6825cdf070dd0d294c8e2db1d1baa84d123af5f559a0f5c80f",
         description="BatchNorm variant (not the paper's network), 13 epochs on the 40,000 training images, "
                     "one-cycle schedule, no dropout, bf16 on a 2-core CPU in 17.7 min; scored with test-time flips",
         paper="Table 1: 10.41% without augmentation, 8.81% with it (the paper's network and procedure)",

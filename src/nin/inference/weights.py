@@ -57,6 +57,9 @@ class Weights:
     # the images the preprocessing was fitted on (nin.inference.refit.fit_record), when its fitted tensors are
     # left out of the file and fitted again on first use; None: they are in the file
     preprocess_fit: dict[str, str] | None = None
+    # the split the network trained on, so that nin eval can say when a split holds those images; None: not known
+    # (weights_from_state_dict, or a sidecar written before the field)
+    train_split: str | None = None
     sidecar: Path | None = None  # where the record was read from (None: not yet written)
 
     def load(self, device: str | torch.device = "cpu", data_dir: str | os.PathLike | None = None) -> TrainedModel:
@@ -90,8 +93,8 @@ class Weights:
         model.eval()
         input_size = check_input_size(model, list(self.input_size), str(self.sidecar))
         recipe = {"name": self.recipe, "test_time_flip": self.test_time_flip}
-        if self.preprocess_fit is not None:  # fitted on the training images, so it names the split trained on
-            recipe["train_split"] = self.preprocess_fit["split"]
+        if self.train_split is not None:
+            recipe["train_split"] = self.train_split
         return TrainedModel(model.to(device), self.model_name, dict(self.model_args), preprocess, list(self.classes),
                             self.dataset, input_size, recipe, [])
 
@@ -135,7 +138,7 @@ def save_weights(trained: TrainedModel, path: str | os.PathLike, accuracy: float
     record = Weights(model_name, dict(trained.model_args), path.name, str(trained.recipe.get("name", "unknown")),
                      trained.dataset, accuracy, accuracy_split, list(trained.classes), tuple(trained.input_size),
                      preprocess, bool(trained.recipe.get("test_time_flip", False)),
-                     dict(preprocess_fit) if preprocess_fit is not None else None)
+                     dict(preprocess_fit) if preprocess_fit is not None else None, trained.recipe.get("train_split"))
     sidecar = path.with_suffix(".json")
     payload = save_safetensors(tensors, metadata={"format": FORMAT, "model_name": model_name})
     fields = {k: v for k, v in asdict(record).items() if k != "sidecar"}
@@ -168,6 +171,9 @@ def read_weights(path: str | os.PathLike) -> Weights:
     if fit is not None and not (isinstance(fit, dict) and all(isinstance(fit.get(k), str) for k in RECORD_KEYS)):
         raise WeightsError(f"{sidecar}: preprocess_fit must name the {', '.join(RECORD_KEYS)} of the images the "
                            "preprocessing is fitted on; export the weights again")
+    if not isinstance(weights.train_split, (str, type(None))):
+        raise WeightsError(f"{sidecar}: train_split must name the split the network trained on, or be null if not "
+                           f"known, not {weights.train_split!r}")
     return weights
 
 
