@@ -432,6 +432,8 @@ def test_convert_command_round_trip_fits_gcn_zca_on_all_training_images(tmp_path
 
     trained = load_weights(out)
     assert trained.classes == classes and trained.dataset == "cifar10"
+    # trained on all 50,000 training images, so nin eval warns on 'valid', which is among them
+    assert trained.recipe["train_split"] == "train+valid"
     direct = convert_caffemodel(source).model
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

@@ -631,15 +631,16 @@ def _save_with_preprocessing(conversion: CaffeConversion, out: Path, data_dir: s
     Returns the written paths: the weights and their sidecar.
     """
     pipeline = build_pipeline(conversion.preprocess)
+    recipe = {"name": f"caffe:{conversion.source.name}"}
     if conversion.fit_preprocess_on is not None:
         dataset, split = conversion.fit_preprocess_on
         data = load_dataset(dataset, split, root=data_dir)
         pipeline.fit(data.images)
         classes = classes or list(data.classes)
+        recipe["train_split"] = split  # the authors fitted their preprocessing on the images they trained on
     classes = classes or [f"class_{i:04d}" for i in range(conversion.num_classes)]
     trained = TrainedModel(conversion.model, conversion.model_name, conversion.model_args, pipeline, classes,
-                           conversion.dataset, conversion.input_size,
-                           {"name": f"caffe:{conversion.source.name}"}, [])
+                           conversion.dataset, conversion.input_size, recipe, [])
     record = save_weights(trained, out)
     assert record.sidecar is not None
     return [out, record.sidecar]
