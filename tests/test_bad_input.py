@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _checkpoints import checkpoint_state, synthetic_checkpoint, synthetic_digits
+from _checkpoints import MODEL_ARGS, checkpoint_state, synthetic_checkpoint, synthetic_digits
 from _cli import TINY, fails, files
 from _idx import idx_bytes
 from PIL import Image
@@ -31,6 +32,8 @@ from PIL import Image
 import nin.utils.atomic
 from nin.checkpoint import load_checkpoint, save_checkpoint
 from nin.cli import main
+from nin.inference.weights import WeightsError, weights_from_state_dict
+from nin.models import create_model
 from nin.train import Trainer, apply_overrides, load_recipe
 from nin.train.metrics import read_metrics
 from nin.utils.atomic import atomic_write
@@ -140,6 +143,27 @@ def test_eval_warns_when_the_split_holds_images_the_network_trained_on(shared_da
     root = mnist_root(tmp_path / "data", np.zeros((4, 28, 28), np.uint8))
     assert main(["eval", str(path), "--split", "test", "--data-dir", str(root)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_weights_from_a_state_dict_can_name_their_training_split(shared_data: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """Weights trained elsewhere on train+valid warn on 'valid' like nin's own, once told; a split the dataset
+    does not have is refused before anything is written."""
+    state_dict = create_model("nin_mnist", **MODEL_ARGS).state_dict()
+    for told, warned in ((None, False), ("train+valid", True)):
+        weights = tmp_path / f"own-{told}.safetensors"
+        weights_from_state_dict(state_dict, "nin_mnist", weights, model_args=MODEL_ARGS, dataset="mnist",
+                                train_split=told)
+        assert main(["eval", str(weights), "--split", "valid", "--data-dir", str(shared_data)]) == 0
+        assert ("mnist 'train+valid', which holds the images of 'valid'" in capsys.readouterr().err) == warned
+    for dataset, split, expected in (
+            ("mnist", "train+test", "train_split 'train+test' is no split of dataset 'mnist' (its splits: train, "
+                                    "valid, train+valid, test)"),
+            ("own", "train", "dataset 'own' is none of them (mnist, fashion-mnist, cifar10, cifar100, svhn, folder)")):
+        with pytest.raises(WeightsError, match=re.escape(expected)):
+            weights_from_state_dict(state_dict, "nin_mnist", tmp_path / "bad.safetensors", model_args=MODEL_ARGS,
+                                    dataset=dataset, train_split=split)
+    assert not list(tmp_path.glob("bad*"))
 
 
 def test_eval_of_a_checkpoint_on_a_dataset_with_another_channel_count(shared_data: Path, tmp_path: Path,

@@ -24,7 +24,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from nin.checkpoint import describe_nonfinite, load_checkpoint, nonfinite
-from nin.data import Pipeline, build_pipeline
+from nin.data import SPLITS, Pipeline, build_pipeline
 from nin.errors import NinError
 from nin.inference.refit import RECORD_KEYS, fit_record, fitted_tensors, refit
 from nin.inference.trained import TrainedModel, check_input_size, trained_from_state
@@ -58,7 +58,7 @@ class Weights:
     # left out of the file and fitted again on first use; None: they are in the file
     preprocess_fit: dict[str, str] | None = None
     # the split the network trained on, so that nin eval can say when a split holds those images; None: not known
-    # (weights_from_state_dict, or a sidecar written before the field)
+    # (weights_from_state_dict not told, or a sidecar written before the field)
     train_split: str | None = None
     sidecar: Path | None = None  # where the record was read from (None: not yet written)
 
@@ -235,7 +235,8 @@ def _checked_fit_record(trained: TrainedModel, data_dir: str | os.PathLike | Non
 def weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], model_name: str, path: str | os.PathLike, *,
                             model_args: Mapping[str, Any] | None = None, classes: Sequence[str] | None = None,
                             preprocess: Pipeline | Sequence[str | Mapping[str, Any]] = ("unit",),
-                            dataset: str = "own", input_size: Sequence[int] | None = None) -> Weights:
+                            dataset: str = "own", input_size: Sequence[int] | None = None,
+                            train_split: str | None = None) -> Weights:
     """Wrap a plain ``state_dict`` of a registered network (``nin models``) into a weights file, ``path``
     (.safetensors) and its JSON sidecar, which ``nin predict``, ``nin explain``, ``nin eval`` and
     :func:`load_weights` take: the way in for weights trained elsewhere, since nin never unpickles what
@@ -244,12 +245,20 @@ def weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], model_name: 
     ``preprocess`` turns 0..255 pixels into what the network was trained on: a fitted :class:`Pipeline`, or
     recipe steps that need no fitting (default ``["unit"]``: pixels / 255). ``classes`` default to "0".."K-1"
     with K the registry's class count, ``input_size`` to the registry's. ``dataset`` names one of nin's datasets
-    if the network was trained on it, so that ``nin eval`` can score it there.
+    if the network was trained on it, so that ``nin eval`` can score it there; ``train_split`` names the split of
+    it the network trained on, so that ``nin eval`` warns when a split holds those images.
     """
     info = model_info(model_name)
     args = dict(model_args or {})
     names = list(classes) if classes is not None else [str(i) for i in range(args.get("num_classes", info.num_classes))]
     args.pop("num_classes", None)
+    if train_split is not None and dataset not in SPLITS:
+        raise WeightsError(f"train_split {train_split!r} names a split of one of nin's datasets, and dataset "
+                           f"{dataset!r} is none of them ({', '.join(SPLITS)}); pass dataset=, or leave out "
+                           "train_split")
+    if train_split is not None and train_split not in SPLITS[dataset]:
+        raise WeightsError(f"train_split {train_split!r} is no split of dataset {dataset!r} (its splits: "
+                           f"{', '.join(SPLITS[dataset])}); pass the split the network trained on, or leave it out")
     bad = [found for key, tensor in state_dict.items() for found in nonfinite(tensor, key)]
     if bad:
         raise WeightsError(f"the state_dict holds {describe_nonfinite(bad)}; these weights cannot be used")
@@ -264,6 +273,8 @@ def weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], model_name: 
                            "build_pipeline(steps).fit(training_images) as preprocess")
     model.eval()
     size = check_input_size(model, list(input_size or info.input_size), f"input_size for {model_name}")
-    trained = TrainedModel(model, model_name, args, pipeline, names, dataset, size,
-                           {"name": f"own state_dict of {model_name}"}, [])
+    recipe = {"name": f"own state_dict of {model_name}"}
+    if train_split is not None:
+        recipe["train_split"] = train_split
+    trained = TrainedModel(model, model_name, args, pipeline, names, dataset, size, recipe, [])
     return save_weights(trained, path)
