@@ -65,19 +65,24 @@ def test_nin_eval_reproduces_each_cards_recorded_error(name: str, shared_data: P
     split = "test" if "test" in card.errors else next(iter(card.errors))
     _skip_without_the_data(card, shared_data)
     summary = json.loads((REPO / card.record / "summary.json").read_text())
-    # at the precision the run scored itself in: bf16 against fp32 flips a few images (nin_cifar10.paper50k: 2 of
-    # 1,000), more than the 0.1 points allowed here
+    # at the precision the run scored itself in: fp32 against bf16 would flip images of its own (nin_cifar10.paper50k:
+    # 2 of 1,000) on top of those the CPU flips
     precision = summary.get("precision", "fp32")
     assert main(["eval", name, "--split", split, "--data-dir", str(shared_data), "--precision", precision,
                  "--json"]) == 0
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert "warning" not in err  # every card's first error is measured on held-out images
-    assert report["error"] == pytest.approx(card.errors[split], abs=0.1)
+    # bf16 kernels round differently from one CPU to another (nin_cifar10.paper50k: one horse of 1,000 images flips
+    # between a Zen 4 and an Intel Xeon with AMX), so allow two images, overall and in a class of average size
+    two_images = 100 * 2 / report["images"]
+    assert report["error"] == pytest.approx(card.errors[split], abs=max(0.1, two_images))
     recorded = summary["tests"].get(split)
-    if recorded is not None:  # the training run's own evaluation, class by class: 0.5 points is a few images
-        for name_, accuracy in recorded["per_class_accuracy"].items():
-            assert report["per_class_accuracy"][name_] == pytest.approx(accuracy, abs=0.5), name_
+    if recorded is not None:  # the training run's own evaluation, class by class
+        per_class = recorded["per_class_accuracy"]
+        class_slack = max(0.5, two_images * len(per_class))
+        for name_, accuracy in per_class.items():
+            assert report["per_class_accuracy"][name_] == pytest.approx(accuracy, abs=class_slack), name_
 
 
 def test_weights_trained_on_train_and_valid_warn_when_scored_on_valid(shared_data: Path,
