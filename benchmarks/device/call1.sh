@@ -1,5 +1,7 @@
-# Device call 1: piece a of the data, then the training speed of JOBS processes at once (read by plan.py):
-# 8 (the eight CIFAR-10 arms) on a machine with 16 or more cores, else 2 (cifar10 and cifar10-aug).
+# Device call 1: piece a of the data, then the training speed of each group of arms that call 2 may train at once
+# (read by plan.py), each group in a window of its own: with 16 or more cores the seven CIFAR-10 arms that have
+# no run on the authors' full schedule yet, then the four NIN arms of Table 5 and Figure 3; with fewer cores,
+# the two fully connected arms of Table 5 (a third process starves the host).
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "nproc $(nproc)"
@@ -8,12 +10,23 @@ mkdir -p ../shared /tmp/data && ln -sfn /tmp/data ../shared/data
 python3 benchmarks/device/data.py unpack .devdata/a /tmp/data || exit 3
 echo "unpacked at $(( $(date +%s) - T0 )) s"
 export PYTHONPATH=$PWD/src
-JOBS=$([ "$(nproc)" -ge 16 ] && echo 8 || echo 2)
-rm -f /tmp/probe-*.txt
-S=$(( $(date +%s) + 25 ))
-for i in $(seq $JOBS); do timeout 60 python3 benchmarks/device/probe.py $S 6 > /tmp/probe-$i.txt 2> /tmp/probe-$i.err & done
+if [ "$(nproc)" -ge 16 ]; then
+  GROUPS_=("cifar10 cifar10-fc cifar10-fc-dropout cifar10-nodropout cnn-fc cnn-fc-dropout cnn-gap"
+           "cifar10 cifar10-fc cifar10-fc-dropout cifar10-nodropout")
+else
+  GROUPS_=("cifar10-fc cifar10-fc-dropout")
+fi
+rm -rf /tmp/probe
+S=$(( $(date +%s) + 30 ))
+for g in "${!GROUPS_[@]}"; do
+  mkdir -p /tmp/probe/$g
+  for arm in ${GROUPS_[$g]}; do
+    timeout 90 python3 benchmarks/device/probe.py $(( S + 8 * g )) 6 $arm > /tmp/probe/$g/$arm.txt 2> /tmp/probe/$g/$arm.err &
+  done
+done
 wait
-echo "probe, $JOBS processes at once (images/s, graphed): $(cat /tmp/probe-*.txt | tr '\n' ' ')"
-cat /tmp/probe-*.err
-echo "$JOBS" > /tmp/jobs.txt
+for g in "${!GROUPS_[@]}"; do
+  echo "probe group $g (images/s, graphed): $(for f in /tmp/probe/$g/*.txt; do echo "$(basename $f .txt) $(cat $f);"; done)"
+done
+cat /tmp/probe/*/*.err
 echo "call 1 done at $(( $(date +%s) - T0 )) s"

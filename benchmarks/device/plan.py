@@ -1,23 +1,35 @@
-"""Fit the authors' 200 + 30 + 30 epoch CIFAR-10 schedule (or the same proportions, shortened) into a slot.
+"""Choose the arms for call 2 and fit the authors' 200 + 30 + 30 epoch schedule (or the same proportions,
+shortened) into its slot.
 
-Usage: ``python plan.py SECONDS`` after call 1's probes have written /tmp/probe-*.txt (one per process that
-ran at once). Prints ``EPOCHS FIRST_DROP SECOND_DROP MAX_MINUTES GRAPHS``: GRAPHS is true when every probe
-captured its graph. Calibrated on the H200 session of 2026-11-27 (results/h200-2026-11-27.md): two eager runs
-at once took 1.74 s per training epoch while the probe gave 23,899 images/s per process, plus about 0.2 s per
-epoch for validation and records; data preparation (GCN + ZCA) and the test splits take about 75 s, more when
-eight runs prepare at once (``PREPARE`` seconds, the second argument, default 75).
+Usage: ``python plan.py SECONDS`` after call 1's probes have written ``/tmp/probe/GROUP/ARM.txt``: one folder per
+group of arms that would train at once, numbered in order of preference, each probed in a window of its own.
+Prints ``EPOCHS FIRST_DROP SECOND_DROP MAX_MINUTES GRAPHS ARM...`` for the first group that fits at least
+``MIN_EPOCHS`` (else the last, smallest group): GRAPHS is true when every probe of the group captured its graph.
+Calibrated on the H200 session of 2026-11-27 (results/h200-2026-11-27.md): two eager runs at once took 1.74 s per
+training epoch while the probe gave 23,899 images/s per process, plus about 0.2 s per epoch for validation and
+records; data preparation (GCN + ZCA) and the test splits took about 75 s for two runs at once, and about 15 s
+more for each further run. The schedule is fitted into 90% of the time left, so that a slower epoch than
+probed still ends before ``--max-minutes``.
 """
-import glob
 import sys
+from pathlib import Path
+
+MIN_EPOCHS = 130  # the authors' first drop after epoch 100: the cifar10 record's valid error levels by then
+PROBES = Path("/tmp/probe")
 
 seconds = float(sys.argv[1])
-prepare = float(sys.argv[2]) if len(sys.argv) > 2 else 75.0
-probes = [open(path).read().split() for path in sorted(glob.glob("/tmp/probe-*.txt"))]
-slowest = min(float(speed) for speed, _ in probes)
-graphs = all(flag == "1" for _, flag in probes)
-epoch = 1.74 * 23899 / slowest + 0.2
-train = seconds - prepare
-epochs = min(260, int(train / epoch))
-print(epochs, round(epochs * 200 / 260), round(epochs * 230 / 260), round(train / 60, 2), str(graphs).lower())
-print(f"probe: {len(probes)} processes at once, the slowest {slowest:.0f} images/s, graphs {graphs}; "
-      f"{epoch:.2f} s per epoch; {train:.0f} s -> {epochs} epochs", file=sys.stderr)
+groups = sorted((folder for folder in PROBES.iterdir() if folder.is_dir()), key=lambda folder: int(folder.name))
+for group in groups:
+    probes = {path.stem: path.read_text().split() for path in sorted(group.glob("*.txt"))}
+    slowest = min(float(speed) for speed, _ in probes.values())
+    graphs = all(flag == "1" for _, flag in probes.values())
+    prepare = 45 + 15 * len(probes)
+    epoch = (1.74 + 0.2) * 23899 / slowest
+    epochs = min(260, int(0.9 * (seconds - prepare) / epoch))
+    print(f"probe group {group.name}: {len(probes)} at once ({' '.join(probes)}), the slowest {slowest:.0f} "
+          f"images/s, graphs {graphs}; {epoch:.2f} s per epoch; {seconds:.0f} s, {prepare} s to prepare "
+          f"-> {epochs} epochs", file=sys.stderr)
+    if epochs >= MIN_EPOCHS:
+        break
+max_minutes = round((seconds - prepare - 30) / 60, 2)  # 30 s left for the test splits and the records
+print(epochs, round(epochs * 200 / 260), round(epochs * 230 / 260), max_minutes, str(graphs).lower(), *probes)

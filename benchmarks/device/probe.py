@@ -1,9 +1,11 @@
-"""Training images/s of one NIN-CIFAR10 run (the `cifar10` recipe's model and fused optimizer, bf16,
-channels_last, batch 128) on random data in a time window shared with the other probes of the call.
+"""Training images/s of one run (a recipe's model and fused optimizer, bf16, channels_last, batch 128) on random
+data in a time window shared with the other probes of the same group.
 
 Times the training loop's own step (``nin.train.engine.train_step``) with the forward and backward CUDA-graphed
 as ``cuda_graphs = true`` trains them; if the capture fails, eagerly, and says so. Usage:
-``python probe.py START SECONDS`` (START a Unix time) prints ``IMAGES_PER_S GRAPHS`` (GRAPHS 1 or 0).
+``python probe.py START SECONDS [RECIPE]`` (START a Unix time, RECIPE ``cifar10`` by default) prints
+``IMAGES_PER_S GRAPHS`` (GRAPHS 1 or 0). After its warm-up a probe waits for START without stepping, so that
+probes of a later window, started at the same time, do not slow down this one.
 """
 import sys
 import time
@@ -18,7 +20,7 @@ from nin.train.optimizer import build_optimizer
 
 start, duration = float(sys.argv[1]), float(sys.argv[2])
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # on a CPU: a smoke test of this script
-recipe = load_recipe("cifar10")
+recipe = load_recipe(sys.argv[3] if len(sys.argv) > 3 else "cifar10")
 x = torch.randn(128, 3, 32, 32, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
 y = torch.randint(0, 10, (128,), device=dev)
 
@@ -46,9 +48,10 @@ def step() -> None:
     train_step(model, opt, scaler, x, y, device=dev, precision="bf16", loss_scale=1 / len(y))
 
 
-while time.time() < start:
+for _ in range(10):
     step()
 sync()
+time.sleep(max(0.0, start - time.time()))
 n, t = 0, time.time()
 while time.time() < start + duration:
     step()
