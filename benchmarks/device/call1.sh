@@ -1,4 +1,4 @@
-# Device call 1: piece a of the data, then the training speed of each group of arms that call 2 may train at once
+# Device call 1: piece a of the data, then the training speed of each group of arms that call 3 may train at once
 # (read by plan.py), each group in a window of its own: with 16 or more cores the seven CIFAR-10 arms that have
 # no run on the authors' full schedule yet, then the four NIN arms of Table 5 and Figure 3; with fewer cores,
 # the two fully connected arms of Table 5 (a third process starves the host).

@@ -1,4 +1,4 @@
-"""Choose the arms for call 2 and fit the authors' 200 + 30 + 30 epoch schedule (or the same proportions,
+"""Choose the arms for call 3 and fit the authors' 200 + 30 + 30 epoch schedule (or the same proportions,
 shortened) into its slot.
 
 Usage: ``python plan.py SECONDS`` after call 1's probes have written ``/tmp/probe/GROUP/ARM.txt``: one folder per

@@ -1,9 +1,11 @@
-# Device call 2: piece b, then the arms that plan.py chose from call 1's probes, at once, on the authors' step
-# schedule fitted to SECONDS, CUDA-graphed where every probe of the group captured.
+# Device call 3 (after call 2 unpacked piece b): piece c, then the arms that plan.py chose from call 1's probes,
+# at once, on the authors' step schedule fitted to SECONDS, CUDA-graphed where every probe of the group captured.
 T0=$(date +%s); CALL=$1
 export PYTHONPATH=$PWD/src NIN_DATA=../shared/data PYTHONUNBUFFERED=1
-[ -f /tmp/data/cifar-10-lossless-train-batches-py/data_batch_3 ] || { echo "piece a missing: a fresh machine"; exit 4; }
-python3 benchmarks/device/data.py unpack .devdata/b /tmp/data || exit 3
+for batch in 1 3; do  # one batch of each earlier piece
+  [ -f /tmp/data/cifar-10-lossless-train-batches-py/data_batch_$batch ] || { echo "piece a or b missing: a fresh machine"; exit 4; }
+done
+python3 benchmarks/device/data.py unpack .devdata/c /tmp/data || exit 3
 echo "unpacked at $(( $(date +%s) - T0 )) s"
 read E M1 M2 MAXMIN GRAPHS ARMS < <(python3 benchmarks/device/plan.py $(( CALL - ($(date +%s) - T0) )))
 ARMS=($ARMS)
@@ -17,4 +19,4 @@ timeout $KILL python3 -m nin reproduce table1 table5 fig3 --only "${ARMS[@]}" --
 echo "runs done at $(( $(date +%s) - T0 )) s"
 tail -n 12 runs-all.log
 tar czf $OUT/results.tgz results/*-$TAG runs/*-$TAG/metrics.jsonl runs/*-$TAG/recipe.toml runs/*-$TAG.log runs-all.log
-echo "call 2 done at $(( $(date +%s) - T0 )) s"
+echo "call 3 done at $(( $(date +%s) - T0 )) s"
