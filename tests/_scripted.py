@@ -9,6 +9,8 @@
   is ``100 * wrong[epoch] / n``, whatever the order the loader shuffles them into);
 * the classes in ``dead[epoch]`` exactly zero on every image of that epoch (a dead class map);
 * every logit exactly zero at the steps ``all_dead_steps`` of the first epoch;
+* every logit 1 on every image of the epochs where ``chance[epoch]`` is true: uniform class probabilities, the
+  loss exactly ln(10), with no map at zero (the collapse of a fully connected head);
 * with ``noise``, up to 0.5 added to every logit from torch's global generator in training (the losses, not the
   errors, then depend on it, as they do on dropout's masks).
 
@@ -37,6 +39,7 @@ VALID = 10_000  # the MNIST loader holds out the last 10,000 training images as 
 class ScriptedNet(nn.Module):
     def __init__(self, labels: list[int], steps_per_epoch: int, wrong: list[int] | None = None,
                  dead: list[list[int]] | None = None, all_dead_steps: list[int] | None = None,
+                 chance: list[bool] | None = None,
                  weight_lr_mult: float = 1.0, bias_lr_mult: float = 1.0, noise: bool = False,
                  num_classes: int = 10) -> None:
         super().__init__()
@@ -45,6 +48,7 @@ class ScriptedNet(nn.Module):
         self.wrong = wrong or [0]
         self.dead = dead or [[]]
         self.all_dead_steps = set(all_dead_steps or [])
+        self.chance = chance or [False]
         self.num_classes = num_classes
         self.mults = {"weight": weight_lr_mult, "bias": bias_lr_mult}
         self.noise = noise
@@ -72,6 +76,8 @@ class ScriptedNet(nn.Module):
         base[torch.arange(len(x)), predicted] = 4.0
         if self.training and self.noise:  # like dropout, drawn from torch's global generator: a resume must restore it
             base += 0.5 * torch.rand(base.shape)
+        if self.training and self._at(self.chance, epoch):
+            base.fill_(1.0)
         if self.training:
             base[:, self._at(self.dead, epoch)] = 0.0
             if epoch == 0 and in_epoch in self.all_dead_steps:
@@ -96,8 +102,8 @@ def tiny_root(folder: Path, n_train: int, size: int = 2) -> tuple[Path, list[int
 
 def scripted_recipe(labels: list[int], steps_per_epoch: int, batch_size: int, **fields) -> dict:
     """A recipe dict (for ``recipe_from_dict``) training the scripted net on the tiny root, on the CPU."""
-    script = {k: fields.pop(k) for k in ("wrong", "dead", "all_dead_steps", "weight_lr_mult", "bias_lr_mult",
-                                         "noise") if k in fields}
+    script = {k: fields.pop(k) for k in ("wrong", "dead", "all_dead_steps", "chance", "weight_lr_mult",
+                                         "bias_lr_mult", "noise") if k in fields}
     return {
         "name": "scripted", "description": "test", "paper_ref": "not in the paper", "model": NAME,
         "model_args": {"labels": labels, "steps_per_epoch": steps_per_epoch, **script},

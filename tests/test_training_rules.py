@@ -425,6 +425,45 @@ def test_first_epoch_dead_maps_need_twenty_steps_in_a_row(dead_root, tmp_path: P
             trainer.fit()
 
 
+# ------------------------------------------------------------------------------- a collapse to chance
+
+def scripted_loss(wrong_fraction: float) -> float:
+    """The scripted net's epoch loss, from softmax cross-entropy by hand: logit 4 for the predicted class, 1 for
+    the nine others; a wrong image's label has logit 1."""
+    normalizer = math.exp(4) + 9 * math.exp(1)
+    right, wrong = math.log(normalizer) - 4, math.log(normalizer) - 1
+    return (1 - wrong_fraction) * right + wrong_fraction * wrong
+
+
+@pytest.mark.parametrize("wrong, chance, stop", [
+    (4, [False, True, True, True, False], (4, 2)),  # learned (loss 1.57), then at ln(10) for 3 epochs
+    (4, [True, True, True, True, False], None),  # a slow start at ln(10) has not learned anything yet
+    (4, [False, True, True, False, True, True, False], None),  # never 3 epochs in a row
+    (5, [False, True, True, True, False], None),  # the loss fell to 1.87 only, less than 0.5 below ln(10)
+])
+def test_a_loss_back_at_ln_k_for_three_epochs_after_learning_stops_training(
+        dead_root, tmp_path: Path, wrong: int, chance: list[bool], stop: tuple[int, int] | None) -> None:
+    """A fully connected head collapses to chance with no class map at zero (results/cifar10-fc-h200-step115/):
+    the loss itself must stop it. Catches a check that never runs, that counts epochs that are not consecutive,
+    that stops a slow start or that takes any loss below ln(10) for learning."""
+    assert math.log(10) - scripted_loss(0.4) > 0.5 > math.log(10) - scripted_loss(0.5)
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:N_DEAD], steps_per_epoch=2, batch_size=BATCH_DEAD,
+                                              wrong=[wrong], chance=chance, subset=N_DEAD, epochs=len(chance),
+                                              lr=LR), "test")
+    trainer = Trainer(recipe, tmp_path, data_root=root, progress=False)
+    if stop is None:
+        assert trainer.fit()["epochs_run"] == len(chance)
+        return
+    with pytest.raises(TrainingError) as stopped:
+        trainer.fit()
+    epoch, first = stop
+    assert str(stopped.value).startswith(
+        f"epoch {epoch}: the training loss has been ln(10) = 2.302585 since epoch {first}, after falling to "
+        f"{scripted_loss(wrong / N_DEAD):.4f}: the network collapsed")
+    assert "--set lr=0.02" in str(stopped.value)
+
+
 # -------------------------------------------------------------------------------- a parameter turned NaN
 
 def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoint(dead_root, tmp_path: Path) -> None:

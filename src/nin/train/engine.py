@@ -316,6 +316,7 @@ class Trainer:
             if warning and self.world.is_main:
                 print(warning, file=sys.stderr)
             self.health.check_parameters(self.model, epoch, self._kept)
+            self.health.end_epoch_loss(epoch, train_loss)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error}
             if self.data.held_out is not None:
                 result = self._evaluate(*self.data.held_out)

@@ -3,7 +3,8 @@
 NIN's last layer ends in a ReLU, and the global average of a map that is zero everywhere is a logit of
 exactly zero with no gradient to bring it back: the network then predicts chance for that class (for
 all of them, when every map dies, the loss sits at ln(K)). This is the most reported failure of NIN
-ports, so the loop watches for it rather than training for hours at chance level.
+ports, so the loop watches for it rather than training for hours at chance level. A head with biases (the fully
+connected ablations) collapses to chance without a zero map: there the loop watches the loss itself.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from nin.errors import NinError
 
 DEAD_MAP_STEPS = 20  # consecutive first-epoch steps with all logits exactly zero before calling the maps dead
 DEAD_CLASS_EPOCHS = 3  # consecutive epochs a class map is zero on every training image before training stops
+AT_CHANCE = 1e-3  # an epoch's training loss this close to ln(K) is that of uniform class probabilities
+LEARNED_MARGIN = 0.5  # how far below ln(K) an epoch's training loss must fall before a return to it is a collapse
+COLLAPSED_EPOCHS = 3  # consecutive epochs at ln(K), after the network had learned, before training stops
 CUDA_CHECK_EVERY = 25  # on CUDA, steps between the host's looks at the loss (each look waits for the GPU)
 
 
@@ -41,6 +45,8 @@ class HealthMonitor:
         self.check_every = check_every
         self.dead_epochs = [0] * len(self.classes)  # per class: consecutive epochs with a dead map
         self.dead_steps = 0  # consecutive first-epoch steps with every logit zero
+        self.lowest_loss = math.inf  # the lowest epoch training loss so far
+        self.chance_epochs = 0  # consecutive epochs with the training loss at ln(K)
 
     def after_step(self, epoch: int, step: int, last_step: int, loss_sum: torch.Tensor, logits: torch.Tensor,
                    kept: str) -> None:
@@ -67,6 +73,21 @@ class HealthMonitor:
             print(f"warning: epoch {epoch + 1}: the class map of {', '.join(map(repr, dying))} was zero on every "
                   f"training image; training stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
 
+    def end_epoch_loss(self, epoch: int, train_loss: float) -> None:
+        """Stop when the epoch training loss has sat at ln(K) for COLLAPSED_EPOCHS epochs after falling
+        LEARNED_MARGIN below it: a collapse to chance. A slow start at ln(K) (tiny maps) has not learned yet."""
+        chance = math.log(len(self.classes))
+        self.chance_epochs = self.chance_epochs + 1 if abs(train_loss - chance) < AT_CHANCE else 0
+        self.lowest_loss = min(self.lowest_loss, train_loss)
+        if self.chance_epochs >= COLLAPSED_EPOCHS and self.lowest_loss <= chance - LEARNED_MARGIN:
+            first = epoch + 2 - self.chance_epochs
+            raise TrainingError(
+                f"epoch {epoch + 1}: the training loss has been ln({len(self.classes)}) = {chance:.6f} since epoch "
+                f"{first}, after falling to {self.lowest_loss:.4f}: the network collapsed to the same output for "
+                f"every image and predicts chance. Training was stopped; its checkpoints from epoch {first} on are "
+                f"at chance too, so resuming does not help. Train again from the start with a lower learning rate "
+                f"(--set lr={self.lr / 5:g}).")
+
     @staticmethod
     def check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
         """Stop when a parameter holds NaN or Inf (a loss can stay finite while a rarely used weight is not)."""
@@ -78,7 +99,7 @@ class HealthMonitor:
     def first_epoch_loss_warning(self, train_loss: float) -> str | None:
         """A warning when the first epoch ends with the loss still at ln(K): live but tiny maps."""
         k = len(self.classes)
-        if abs(train_loss - math.log(k)) >= 1e-3:
+        if abs(train_loss - math.log(k)) >= AT_CHANCE:
             return None
         return (f"warning: after epoch 1 the training loss is still ln({k}) = {train_loss:.4f}: the class maps are "
                 "alive but tiny (the signal shrinks through the layers). Training goes on; if it stays there, raise "
