@@ -464,6 +464,21 @@ def test_a_loss_back_at_ln_k_for_three_epochs_after_learning_stops_training(
     assert "--set lr=0.02" in str(stopped.value)
 
 
+def test_a_resumed_run_stops_at_the_same_collapse(dead_root, tmp_path: Path) -> None:
+    """Cut after epoch 4, two epochs into the collapse, the resumed run must still stop after epoch 5; a run cut
+    after it learned and resumed at chance must not pass for a slow start. Catches a check whose memory of the
+    losses is not rebuilt from the run's history on a resume."""
+    root, labels = dead_root
+    chance = [False, False, True, True, True, False]
+    recipe = recipe_from_dict(scripted_recipe(labels[:N_DEAD], steps_per_epoch=2, batch_size=BATCH_DEAD,
+                                              wrong=[4], chance=chance, subset=N_DEAD, epochs=len(chance),
+                                              lr=LR), "test")
+    assert Trainer(recipe, tmp_path, data_root=root, progress=False, stop_after=4).fit()["epochs_run"] == 4
+    with pytest.raises(TrainingError, match=r"^epoch 5: the training loss has been ln\(10\) = 2\.302585 since "
+                                            r"epoch 3"):
+        Trainer(recipe, tmp_path, data_root=root, resume=True, progress=False).fit()
+
+
 # -------------------------------------------------------------------------------- a parameter turned NaN
 
 def test_a_parameter_that_becomes_nan_stops_training_and_keeps_the_last_checkpoint(dead_root, tmp_path: Path) -> None:

@@ -304,6 +304,8 @@ class Trainer:
             atomic_write_text(self.out_dir / "recipe.toml", recipe_to_toml(recipe))
             if self.history:  # a kill between last.pt and the records leaves them one epoch behind it
                 self._write_records()
+        for row in self.history:  # a resumed run still sees a collapse to chance that began before it stopped
+            self.health.end_epoch_loss(row["epoch"] - 1, row["train_loss"])
         started = time.perf_counter()
         for epoch in range(self.start_epoch, recipe.epochs):
             if self.schedule.finished:
