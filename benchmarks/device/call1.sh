@@ -1,7 +1,7 @@
 # Device call 1: piece a of the data, then the training speed of each group of arms that call 3 may train at once
-# (read by plan.py), each group in a window of its own: with 16 or more cores the seven CIFAR-10 arms that have
-# no run on the authors' full schedule yet, then the four NIN arms of Table 5 and Figure 3; with fewer cores,
-# the two fully connected arms of Table 5 (a third process starves the host).
+# (read by plan.py), each group in a window of its own: with 16 or more cores the seven arms of Table 5 and
+# Figure 3 (`cifar10` as their matched baseline), then the four NIN arms among them; with fewer cores, the two
+# fully connected arms of Table 5 (a third process starves the host).
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "nproc $(nproc)"
