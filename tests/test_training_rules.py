@@ -464,6 +464,21 @@ def test_a_loss_back_at_ln_k_for_three_epochs_after_learning_stops_training(
     assert "--set lr=0.02" in str(stopped.value)
 
 
+@pytest.mark.parametrize("chance, warned", [([True, False], True), ([False], False)])
+def test_a_first_epoch_at_ln_k_warns_and_goes_on(dead_root, tmp_path: Path, chance: list[bool], warned: bool,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Live but tiny maps leave the first epoch's loss at ln(K): a warning, not a stop. Catches a warning that never
+    fires, or fires after a first epoch that learned."""
+    root, labels = dead_root
+    recipe = recipe_from_dict(scripted_recipe(labels[:N_DEAD], steps_per_epoch=2, batch_size=BATCH_DEAD,
+                                              chance=chance, subset=N_DEAD, epochs=2, lr=LR), "test")
+    assert Trainer(recipe, tmp_path, data_root=root, progress=False).fit()["epochs_run"] == 2
+    warning = ("warning: after epoch 1 the training loss is still ln(10) = 2.3026: the class maps are alive but tiny "
+               "(the signal shrinks through the layers). Training goes on; if it stays there, raise the init std or "
+               "the learning rate.")
+    assert (warning in capsys.readouterr().err.splitlines()) == warned
+
+
 def test_a_resumed_run_stops_at_the_same_collapse(dead_root, tmp_path: Path) -> None:
     """Cut after epoch 4, two epochs into the collapse, the resumed run must still stop after epoch 5; a run cut
     after it learned and resumed at chance must not pass for a slow start. Catches a check whose memory of the

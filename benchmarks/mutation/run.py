@@ -41,7 +41,8 @@ TARGETS: dict[str, list[str]] = {
     "nin/models/base.py": ["ClassMapNetwork.__init__", "ClassMapNetwork.last_layer", "ClassMapNetwork.lr_multipliers"],
     "nin/train/engine.py": ["train_step", "Trainer._train_epoch", "Trainer._restore", "Trainer.checkpoint_state"],
     "nin/train/optimizer.py": ["*"],
-    "nin/train/health.py": ["HealthMonitor.after_step", "HealthMonitor.end_epoch", "HealthMonitor.check_parameters"],
+    "nin/train/health.py": ["HealthMonitor.after_step", "HealthMonitor.end_epoch", "HealthMonitor.end_epoch_loss",
+                            "HealthMonitor.check_parameters", "HealthMonitor.first_epoch_loss_warning"],
     "nin/inference/evaluate.py": ["evaluate"],
     "nin/checkpoint.py": ["save_checkpoint", "load_checkpoint", "content_digest", "_feed"],
 }
@@ -78,6 +79,11 @@ def mutant_globs(targets: dict[str, list[str]]) -> list[str]:
             else:
                 globs.append(f"{module}.x_{function}__mutmut_*")
     return globs
+
+
+def matches(name: str, globs: list[str]) -> bool:
+    """Whether a mutant's name matches one of the globs (``*`` the only wildcard)."""
+    return any(re.fullmatch(re.escape(g).replace(r"\*", ".*"), name) for g in globs)
 
 
 def undecorate_no_grad(path: Path) -> None:
@@ -184,9 +190,11 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *globs],
                        cwd=args.work, env=env, check=False)
     statuses = results(args.work)
-    # the record covers every mutant of TARGETS that has a result, from this run or an earlier one kept with --keep
-    patterns = [re.escape(g).replace(r"\*", ".*") for g in mutant_globs(TARGETS)]
-    selected = {name: s for name, s in statuses.items() if any(re.fullmatch(p, name) for p in patterns)}
+    # the record covers every mutant of TARGETS that has a result, from this run or an earlier one kept with --keep;
+    # with --only, those of the globs alone (a part of the targets)
+    recorded = args.only or mutant_globs(TARGETS)
+    selected = {name: s for name, s in statuses.items()
+                if matches(name, mutant_globs(TARGETS)) and matches(name, recorded)}
     counts: dict[str, int] = {}
     for status in selected.values():
         counts[status] = counts.get(status, 0) + 1

@@ -61,7 +61,7 @@ class HealthMonitor:
         if self.dead_steps >= DEAD_MAP_STEPS:
             raise TrainingError(self._all_dead_message(f"epoch 1, step {step + 1}"))
 
-    def end_epoch(self, epoch: int, live_steps: Sequence[float], kept: str, warn: bool = True) -> None:
+    def end_epoch(self, epoch: int, live_steps: Sequence[float], kept: str, warn: bool) -> None:
         """Count, per class, consecutive epochs whose map was zero on every training image (no step where it was
         live); warn while it lasts (when ``warn``: the main process), stop when it has lasted DEAD_CLASS_EPOCHS."""
         self.dead_epochs = [n + 1 if steps == 0 else 0 for n, steps in zip(self.dead_epochs, live_steps)]
