@@ -192,9 +192,9 @@ def main() -> int:
     statuses = results(args.work)
     # the record covers every mutant of TARGETS that has a result, from this run or an earlier one kept with --keep;
     # with --only, those of the globs alone (a part of the targets)
-    recorded = args.only or mutant_globs(TARGETS)
-    selected = {name: s for name, s in statuses.items()
-                if matches(name, mutant_globs(TARGETS)) and matches(name, recorded)}
+    targets = mutant_globs(TARGETS)
+    recorded = args.only or targets
+    selected = {name: s for name, s in statuses.items() if matches(name, targets) and matches(name, recorded)}
     counts: dict[str, int] = {}
     for status in selected.values():
         counts[status] = counts.get(status, 0) + 1
