@@ -84,7 +84,7 @@ def test_gap_variant_cuts_local_layer_to_ten_maps():
     assert gap.features.local4.out_channels == 10
     assert fc.features.local4.out_channels == 16
     assert not any(True for _ in gap.head.parameters())  # no classifier weights: GAP only
-    assert gap.last_layer() is gap.features.local4
+    assert gap.last_feature_layer() is gap.features.local4
 
 
 def test_gap_needs_one_map_per_class():

@@ -149,7 +149,7 @@ def test_dead_class_maps_stop_training_in_the_first_epoch(shared_data: Path, tmp
     def dead_model(*args, **kwargs):
         model = create_model(*args, **kwargs)
         with torch.no_grad():
-            model.last_layer().bias.fill_(-1e3)  # the last ReLU outputs zero everywhere: every class map is dead
+            model.last_feature_layer().bias.fill_(-1e3)  # the last ReLU outputs zero everywhere: every class map is dead
         return model
 
     create_model = engine.create_model
@@ -166,7 +166,7 @@ def test_class_maps_that_stay_dead_for_three_epochs_stop_training_and_are_named(
     def kill_two_maps_in_epoch_2(self, epoch):
         if epoch == 1:  # the last ReLU now outputs zero for classes 3 and 7 on every image
             with torch.no_grad():
-                self.model.last_layer().bias[[3, 7]] = -1e3
+                self.model.last_feature_layer().bias[[3, 7]] = -1e3
         return train_epoch(self, epoch)
 
     monkeypatch.setattr(Trainer, "_train_epoch", kill_two_maps_in_epoch_2)

@@ -207,15 +207,18 @@ def test_a_checkpoint_from_before_the_rate_multipliers_resumes_with_them(plateau
 
 # -------------------------------------------------------------- per-layer rates of the authors' CIFAR-10 recipe
 
-def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe_name", ["cifar10", "cifar10-fc"])
+def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_data: Path, tmp_path: Path,
+                                                                        recipe_name: str) -> None:
     """The authors' cuda-convnet rates (NIN/cifar-10_params): every weight at epsW, every bias at epsB = 2 epsW,
-    cccp6 (the last 1x1 layer) at 0.1x and 0.2x; the README's drops divide epsW only.
+    cccp6 (the last 1x1 layer) at 0.1x and 0.2x; the README's drops divide epsW only. Table 5's fully connected
+    layer (no authors' file) is one more layer at epsW and epsB, and cccp6 keeps its rates under it.
 
-    Measured from the real parameter updates of ``nin_cifar10`` (one image per step) with momentum and weight decay 0, at a 'step'
+    Measured from the real parameter updates (one image per step) with momentum and weight decay 0, at a 'step'
     schedule with drops after epochs 1 and 2: catches a Trainer that ignores ``lr_mult`` (every layer at 1x),
-    ignores ``hold_bias_rates`` (biases divided too), or gives the multipliers to the wrong layer.
+    ignores ``hold_bias_rates`` (biases divided too), or gives the multipliers to the wrong layer (the head).
     """
-    recipe = load_recipe("cifar10")
+    recipe = load_recipe(recipe_name)
     assert recipe.model_args == {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2}
     assert recipe.hold_bias_rates and recipe.schedule == "step" and recipe.lr == LR
     recipe = apply_overrides(recipe, [
@@ -226,11 +229,13 @@ def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_
     convs = {name: m for name, m in trainer.model.named_modules() if isinstance(m, nn.Conv2d)}
     cccp6 = [name for name, m in convs.items() if m.out_channels == 10]
     assert len(convs) == 9 and cccp6 == [list(convs)[-1]]
+    linears = [name for name, m in trainer.model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == (1 if recipe_name == "cifar10-fc" else 0)
     expected_mult = {}
-    for name, m in convs.items():
-        last = name == cccp6[0]
-        expected_mult[f"{name}.weight"] = 0.1 if last else 1.0
-        expected_mult[f"{name}.bias"] = 0.2 if last else 2.0
+    for layer in [*convs, *linears]:
+        last = layer == cccp6[0]
+        expected_mult[f"{layer}.weight"] = 0.1 if last else 1.0
+        expected_mult[f"{layer}.bias"] = 0.2 if last else 2.0
     # measured in float64, so that the tiny late updates are not lost to float32 rounding (same parameters, so
     # the optimizer's groups still hold them)
     trainer.model.double().register_forward_pre_hook(lambda module, args: (args[0].double(),))
@@ -240,9 +245,9 @@ def test_cifar10_recipe_rates_per_layer_and_held_bias_rates_at_the_drops(shared_
     assert len(probe.steps) == 3  # 3 epochs of 1 step (1 image)
     for epoch, rates in enumerate(probe.steps):
         assert set(rates) == set(expected_mult)
-        for name, mult in expected_mult.items():
-            factor = 1.0 if name.endswith("bias") else 0.1 ** epoch
-            assert rates[name] == pytest.approx(LR * mult * factor, rel=1e-6), (epoch, name)
+        for param, mult in expected_mult.items():
+            factor = 1.0 if param.endswith("bias") else 0.1 ** epoch
+            assert rates[param] == pytest.approx(LR * mult * factor, rel=1e-6), (epoch, param)
 
 
 AUTHORS = {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_mult": 0.2}
@@ -258,13 +263,13 @@ AUTHORS = {"bias_lr_mult": 2.0, "last_layer_lr_mult": 0.1, "last_layer_bias_lr_m
 def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_weight: float, last_bias: float,
                                                other_bias: float) -> None:
     """The optimizer's groups, checked per parameter: rate = lr x multiplier, weight decay on weights only, ``bias``
-    set on the undecayed groups. With a fully connected head (Table 5's ablation) the last layer is that head, not
-    the last convolution. Catches multipliers given to the wrong layer or with wrong defaults, decay on biases, or
-    groups that merge different multipliers."""
+    set on the undecayed groups. cccp6 (the last convolution) takes the authors' last-layer rates also under a fully
+    connected head (Table 5's ablation), which is one more layer at the base rates. Catches multipliers given to the
+    wrong layer (the head) or with wrong defaults, decay on biases, or groups that merge different multipliers."""
     model = create_model(name, **kwargs)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    last = layers[-1]
-    assert isinstance(last, nn.Linear if name.endswith("_fc") else nn.Conv2d)
+    last = [m for m in layers if isinstance(m, nn.Conv2d)][-1]
+    assert last.out_channels == 10 and isinstance(layers[-1], nn.Linear if name.endswith("_fc") else nn.Conv2d)
     groups = param_groups(model, 0.5, 1e-4)
     group_of = {id(p): g for g in groups for p in g["params"]}
     assert len(group_of) == sum(1 for _ in model.parameters())

@@ -38,7 +38,7 @@ TARGETS: dict[str, list[str]] = {
                                "Standardize.forward", "Pipeline.fit", "Pipeline.forward", "Pipeline._batched"],
     "nin/train/schedule.py": ["*"],
     "nin/models/param_groups.py": ["*"],
-    "nin/models/base.py": ["ClassMapNetwork.__init__", "ClassMapNetwork.last_layer", "ClassMapNetwork.lr_multipliers"],
+    "nin/models/base.py": ["ClassMapNetwork.__init__", "ClassMapNetwork.last_feature_layer", "ClassMapNetwork.lr_multipliers"],
     "nin/train/engine.py": ["train_step", "Trainer._train_epoch", "Trainer._restore", "Trainer.checkpoint_state"],
     "nin/train/optimizer.py": ["*"],
     "nin/train/health.py": ["HealthMonitor.after_step", "HealthMonitor.end_epoch", "HealthMonitor.end_epoch_loss",

@@ -37,10 +37,12 @@ class ClassMapNetwork(nn.Module):
         """(N, num_classes, h, w): the maps whose spatial mean is ``self(x)``."""
         return self.head.class_maps(self.forward_features(x))
 
-    def last_layer(self) -> nn.Module:
-        """The layer that produces the class maps or logits (its learning rate may be scaled)."""
-        if any(True for _ in self.head.parameters()):
-            return self.head
+    def last_feature_layer(self) -> nn.Module:
+        """The last layer of ``features`` (cccp6 in NIN), whose rates the ``last_layer_*`` multipliers scale.
+
+        The authors' files give cccp6 its own rates; a fully connected head on top of it (Table 5's ablation, for
+        which no file was published) is one more layer at the base rates, and cccp6 keeps its own.
+        """
         layers = [
             m for m in self.features.modules()
             if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, nn.modules.batchnorm._NormBase)
@@ -49,7 +51,7 @@ class ClassMapNetwork(nn.Module):
 
     def lr_multipliers(self) -> dict[str, float]:
         """Learning-rate multiplier of every parameter, by name, from the authors' configs."""
-        last = {id(p) for p in self.last_layer().parameters()}
+        last = {id(p) for p in self.last_feature_layer().parameters()}
         multipliers = {}
         for name, param in self.named_parameters():
             bias = name.endswith("bias")
