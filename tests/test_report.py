@@ -10,6 +10,7 @@ import pytest
 from _idx import write_mnist
 
 from nin.cli import main
+from nin.experiments.check import args_as_run
 from nin.experiments.paper import EXPERIMENTS
 from nin.experiments.report import render
 from nin.experiments.reproduce import ExperimentError, portable_summary, reproduce
@@ -114,6 +115,28 @@ def test_report_compares_a_record_with_the_model_defaults_of_its_day(tmp_path: P
     text = render(results, tmp_path / "docs" / "results.md")
     assert "| `before` | 1.00 (valid) |" in text and "| `after` (changed) | 1.00 (valid) |" in text
     assert '| model_args={"batch_norm": true} | [curves](../results/after/' in text
+
+
+def test_report_compares_the_fully_connected_arms_with_the_rates_they_ran(tmp_path: Path) -> None:
+    """Until 2026-12-04 19:39 UTC a fully connected head took cccp6's rates: the same recipe ran another procedure,
+    so such a record is changed and not matched with a GAP run, while one written after it is as shipped."""
+    results = tmp_path / "results"
+    for run, recipe, date in [("fc-before", "cifar10-fc", "2026-12-04 17:06 UTC"),
+                              ("fc-after", "cifar10-fc", "2026-12-04 19:40 UTC"),
+                              ("gap-before", "cifar10", "2026-12-04 17:06 UTC")]:
+        _write_record(results, run, load_recipe(recipe), 50.0, {})
+        summary = json.loads((results / run / "summary.json").read_text())
+        (results / run / "summary.json").write_text(json.dumps({**summary, "date": date}))
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert "| `fc-before` (changed) | 50.00 (valid) |" in text and "| `fc-after` | 50.00 (valid) |" in text
+    assert '"head_takes_last_layer_rates": true' in text
+    assert "- `fc-after` (`cifar10-fc`), `gap-before` (`cifar10`)" in text
+    assert "`fc-before` (`cifar10-fc`), `gap-before`" not in text
+    # where every layer had the same multipliers (the BatchNorm fast recipes), which layer took them did not matter
+    same_rates = dataclasses.replace(load_recipe("cifar10-fc"), model_args={"batch_norm": True, "bias_lr_mult": 2.0})
+    assert args_as_run(same_rates, "2026-11-27 10:28 UTC") == same_rates.model_args
+    bias_only = dataclasses.replace(same_rates, model_args={"last_layer_bias_lr_mult": 0.5})
+    assert args_as_run(bias_only, "2026-11-27 10:28 UTC")["head_takes_last_layer_rates"] is True
 
 
 def test_report_names_the_last_epochs_error_by_the_split_it_was_measured_on(tmp_path: Path) -> None:

@@ -286,6 +286,23 @@ def test_parameter_groups_of_the_authors_rates(name: str, kwargs: dict, last_wei
     assert len(groups) == len({(g["lr_mult"], g["bias"]) for g in groups})
 
 
+@pytest.mark.parametrize("name", ["nin_cifar10_fc", "nin_cifar10_fc_dropout"])
+def test_the_fully_connected_arms_as_they_ran_before_cccp6_kept_its_rates(name: str) -> None:
+    """``head_takes_last_layer_rates`` (how the records before 2026-12-04 19:39 UTC ran): the fully connected layer
+    at 0.1x and 0.2x and cccp6 at the base rates, 1x and 2x. Catches a flag that is ignored or moves more than the
+    last layer's rates."""
+    old = create_model(name, **AUTHORS, head_takes_last_layer_rates=True).lr_multipliers()
+    now = create_model(name, **AUTHORS).lr_multipliers()
+    cccp6 = [param for param in now if param.startswith("features.")][-2:]  # its weight and bias: the last ones
+    assert [now[param] for param in cccp6] == [0.1, 0.2] and [old[param] for param in cccp6] == [1.0, 2.0]
+    assert (now["head.fc.weight"], now["head.fc.bias"]) == (1.0, 2.0)
+    assert (old["head.fc.weight"], old["head.fc.bias"]) == (0.1, 0.2)
+    assert {param: m for param, m in old.items() if param not in cccp6 and not param.startswith("head.")} == {
+        param: m for param, m in now.items() if param not in cccp6 and not param.startswith("head.")}
+    gap = create_model("nin_cifar10", **AUTHORS, head_takes_last_layer_rates=True)  # no head parameters: no change
+    assert gap.lr_multipliers() == create_model("nin_cifar10", **AUTHORS).lr_multipliers()
+
+
 @pytest.mark.parametrize("hold", [True, False])
 def test_rates_within_an_epoch_follow_the_warmup_and_drops(plateau_root, tmp_path: Path, hold: bool) -> None:
     """'step' schedule, one warm-up epoch, a drop at epoch 3 (of 3 steps each): the rate rises 1/3, 2/3, 1 over the

@@ -29,11 +29,27 @@ LOSS_FIELDS = ("train_loss", "valid_loss", "test_loss")
 ``tolerance``."""
 
 
-CHANGED_MODEL_DEFAULTS = (  # (model, argument, the default before, the first day of the new default)
-    ("nin_mnist", "init_std", "he", "2026-11-30"),  # now the authors' initW=0.05
-    ("nin_svhn", "init_std", "he", "2026-11-30"),
+def _always(model_args: dict[str, Any]) -> bool:
+    return True
+
+
+def _last_layer_rates_scaled(model_args: dict[str, Any]) -> bool:
+    """Whether the last layer's multipliers differ from every other layer's: else it matters not which layer gets
+    them."""
+    bias = model_args.get("bias_lr_mult", 1.0)
+    return model_args.get("last_layer_lr_mult", 1.0) != 1.0 or model_args.get("last_layer_bias_lr_mult", bias) != bias
+
+
+CHANGED_MODEL_DEFAULTS = (  # (model, argument, the default before, the first day or minute (UTC) of the new one,
+    # whether the default mattered for these model arguments)
+    ("nin_mnist", "init_std", "he", "2026-11-30", _always),  # now the authors' initW=0.05
+    ("nin_svhn", "init_std", "he", "2026-11-30", _always),
+    # now cccp6 keeps its rates under a fully connected head
+    ("nin_cifar10_fc", "head_takes_last_layer_rates", True, "2026-12-04 19:39", _last_layer_rates_scaled),
+    ("nin_cifar10_fc_dropout", "head_takes_last_layer_rates", True, "2026-12-04 19:39", _last_layer_rates_scaled),
 )
-"""A record that does not name such an argument and was written before that day ran with the old default."""
+"""A record that does not name such an argument, was written before then, and whose arguments made the default
+matter ran with the old default."""
 
 
 class CheckError(NinError, ValueError):
@@ -147,10 +163,10 @@ def check_record(record: str | Path, *, epochs: int = 1, tolerance: float = 0.0,
 
 
 def args_as_run(recipe: Recipe, date: str) -> dict[str, Any]:
-    """The recipe's model arguments with the defaults of the day the record was written."""
+    """The recipe's model arguments with the defaults of the day (or minute) the record was written."""
     args = dict(recipe.model_args)
-    for model, name, old_default, changed in CHANGED_MODEL_DEFAULTS:
-        if recipe.model == model and name not in args and date[:10] < changed:
+    for model, name, old_default, changed, mattered in CHANGED_MODEL_DEFAULTS:
+        if recipe.model == model and name not in args and date[:len(changed)] < changed and mattered(args):
             args[name] = old_default
     return args
 

@@ -16,13 +16,17 @@ class ClassMapNetwork(nn.Module):
     head: nn.Module
 
     def __init__(self, bias_lr_mult: float = 1.0, last_layer_lr_mult: float = 1.0,
-                 last_layer_bias_lr_mult: float | None = None) -> None:
+                 last_layer_bias_lr_mult: float | None = None, head_takes_last_layer_rates: bool = False) -> None:
+        """``head_takes_last_layer_rates`` gives the ``last_layer_*`` multipliers to a head with parameters instead
+        of ``last_feature_layer()``: how the fully connected ablations ran before 2026-12-04 19:39 UTC, kept so that
+        ``nin check`` reruns their records as they ran."""
         super().__init__()
         self.bias_lr_mult = bias_lr_mult
         self.last_layer_lr_mult = last_layer_lr_mult
         self.last_layer_bias_lr_mult = (
             bias_lr_mult * last_layer_lr_mult if last_layer_bias_lr_mult is None else last_layer_bias_lr_mult
         )
+        self.head_takes_last_layer_rates = head_takes_last_layer_rates
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -51,7 +55,8 @@ class ClassMapNetwork(nn.Module):
 
     def lr_multipliers(self) -> dict[str, float]:
         """Learning-rate multiplier of every parameter, by name, from the authors' configs."""
-        last = {id(p) for p in self.last_feature_layer().parameters()}
+        head_rated = self.head_takes_last_layer_rates and any(True for _ in self.head.parameters())
+        last = {id(p) for p in (self.head if head_rated else self.last_feature_layer()).parameters()}
         multipliers = {}
         for name, param in self.named_parameters():
             bias = name.endswith("bias")

@@ -60,9 +60,10 @@ class NIN(ClassMapNetwork):
         bias_lr_mult: float = 1.0,
         last_layer_lr_mult: float = 1.0,
         last_layer_bias_lr_mult: float | None = None,
+        head_takes_last_layer_rates: bool = False,
         packed_dropout: bool = False,
     ) -> None:
-        super().__init__(bias_lr_mult, last_layer_lr_mult, last_layer_bias_lr_mult)
+        super().__init__(bias_lr_mult, last_layer_lr_mult, last_layer_bias_lr_mult, head_takes_last_layer_rates)
         blocks: list[nn.Module] = []
         channels = in_channels
         for stage in stages:
