@@ -11,6 +11,9 @@ read E M1 M2 MAXMIN GRAPHS ARMS < <(python3 benchmarks/device/plan.py $(( CALL -
 ARMS=($ARMS)
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o 'H[0-9]00' | head -1 | tr H h)
 TAG=${GPU:-gpu}-step$E
+for arm in "${ARMS[@]}"; do  # an earlier session's records of the same length are kept, not overwritten
+  [ -e results/$arm-$TAG ] && { TAG=$TAG-$(date -u +%Y%m%d); break; }
+done
 echo "plan: ${ARMS[*]} at once, $E epochs, rate /10 after epochs $M1 and $M2, max-minutes $MAXMIN, graphs $GRAPHS, tag $TAG"
 KILL=$(( CALL - ($(date +%s) - T0) - 15 ))
 timeout $KILL python3 -m nin reproduce table1 table5 fig3 --only "${ARMS[@]}" --jobs ${#ARMS[@]} --tag $TAG --runs-dir runs \

@@ -4,7 +4,8 @@ shortened) into its slot.
 Usage: ``python plan.py SECONDS`` after call 1's probes have written ``/tmp/probe/GROUP/ARM.txt``: one folder per
 group of arms that would train at once, numbered in order of preference, each probed in a window of its own.
 Prints ``EPOCHS FIRST_DROP SECOND_DROP MAX_MINUTES GRAPHS ARM...`` for the first group that fits at least
-``MIN_EPOCHS`` (else the last, smallest group): GRAPHS is true when every probe of the group captured its graph.
+``MIN_EPOCHS`` (else the last, smallest group, on as many epochs as fit): GRAPHS is true when every probe of the
+group captured its graph.
 Calibrated on the H200 session of 2026-11-27 (results/h200-2026-11-27.md): two eager runs at once took 1.74 s per
 training epoch while the probe gave 23,899 images/s per process, plus about 0.2 s per epoch for validation and
 records; data preparation (GCN + ZCA) and the test splits took about 75 s for two runs at once, and about 15 s
@@ -14,7 +15,7 @@ probed still ends before ``--max-minutes``.
 import sys
 from pathlib import Path
 
-MIN_EPOCHS = 130  # the authors' first drop after epoch 100: the cifar10 record's valid error levels by then
+MIN_EPOCHS = 260  # the whole schedule: a larger group only if it costs the arms of the smallest no epoch
 PROBES = Path("/tmp/probe")
 
 seconds = float(sys.argv[1])
