@@ -39,6 +39,30 @@ class PackedDropout(nn.Dropout):
         return x * half_mask(x) if self.training else x
 
 
-def dropout_layer(p: float, packed: bool = False) -> nn.Module:
-    """The dropout a network asks for: packed masks when asked and p is 1/2, PyTorch's otherwise."""
+class CudaConvnetDropout(nn.Dropout):
+    """The authors' dropout (``DropoutNeuron`` in their cuda-convnet, ``PluginsSrc/include/extralayers.cuh``):
+    kept units pass unscaled while training, and every unit is multiplied by 1 - p at test.
+
+    That is PyTorch's dropout times 1 - p in both modes, and it trains another network from the same init and
+    rates: the layer after it sees inputs 1 - p times as large, which is PyTorch's dropout with that layer's weights
+    drawn with 1 - p times the std and learning at (1 - p)² times the rate (for p = 1/2: half the std, a quarter
+    of the rate); its bias and every later layer are unchanged.
+    """
+
+    def __init__(self, p: float, packed: bool = False) -> None:
+        super().__init__(p)
+        self.packed = packed and p == 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1 - self.p)
+        kept = x * half_mask(x) if self.packed else nn.functional.dropout(x, self.p, training=True)
+        return kept * (1 - self.p)
+
+
+def dropout_layer(p: float, packed: bool = False, cuda_convnet: bool = False) -> nn.Module:
+    """The dropout a network asks for: packed masks when asked and p is 1/2, PyTorch's otherwise; scaled as the
+    authors' cuda-convnet scales it when ``cuda_convnet``."""
+    if cuda_convnet:
+        return CudaConvnetDropout(p, packed)
     return PackedDropout() if packed and p == 0.5 else nn.Dropout(p)

@@ -29,11 +29,13 @@ class FCHead(nn.Module):
     """
 
     def __init__(self, feature_shape: tuple[int, int, int], num_classes: int, dropout: float = 0.0,
-                 init_std: float | None = None, packed_dropout: bool = False) -> None:
+                 init_std: float | None = None, packed_dropout: bool = False,
+                 cuda_convnet_dropout: bool = False) -> None:
         super().__init__()
         self.feature_shape = feature_shape
         channels, height, width = feature_shape
-        self.dropout = dropout_layer(dropout, packed_dropout) if dropout > 0 else nn.Identity()
+        self.dropout = (dropout_layer(dropout, packed_dropout, cuda_convnet_dropout) if dropout > 0
+                        else nn.Identity())
         self.fc = nn.Linear(channels * height * width, num_classes)
         if init_std is not None:
             nn.init.normal_(self.fc.weight, std=init_std)

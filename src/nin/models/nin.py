@@ -46,7 +46,8 @@ class NIN(ClassMapNetwork):
 
     ``head='gap'`` is the paper's global average pooling; ``'fc'`` and ``'fc-dropout'`` replace it
     with a fully connected layer on the same last maps (the ablation of Table 5). ``packed_dropout``
-    draws the dropout masks from packed random bits (:mod:`nin.layers.dropout`), faster on CPUs.
+    draws the dropout masks from packed random bits (:mod:`nin.layers.dropout`), faster on CPUs;
+    ``cuda_convnet_dropout`` scales the dropout as the authors' cuda-convnet does (at test, not in training).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class NIN(ClassMapNetwork):
         last_layer_bias_lr_mult: float | None = None,
         head_takes_last_layer_rates: bool = False,
         packed_dropout: bool = False,
+        cuda_convnet_dropout: bool = False,
     ) -> None:
         super().__init__(bias_lr_mult, last_layer_lr_mult, last_layer_bias_lr_mult, head_takes_last_layer_rates)
         blocks: list[nn.Module] = []
@@ -72,7 +74,7 @@ class NIN(ClassMapNetwork):
             if stage.pool is not None:
                 blocks.append(_pool(stage.pool, stage.pool_ceil))
             if stage.dropout > 0:
-                blocks.append(dropout_layer(stage.dropout, packed_dropout))
+                blocks.append(dropout_layer(stage.dropout, packed_dropout, cuda_convnet_dropout))
             channels = stage.widths[-1]
         self.features = nn.Sequential(*blocks)
         self.num_classes = channels
@@ -83,7 +85,8 @@ class NIN(ClassMapNetwork):
                 meta = copy.deepcopy(self.features).to("meta")
                 shape = meta(torch.zeros(1, in_channels, input_size, input_size, device="meta")).shape
             self.head = FCHead(tuple(shape[1:]), channels, dropout=0.5 if head == "fc-dropout" else 0.0,
-                               init_std=fc_init_std, packed_dropout=packed_dropout)
+                               init_std=fc_init_std, packed_dropout=packed_dropout,
+                               cuda_convnet_dropout=cuda_convnet_dropout)
         else:
             raise ValueError(f"unknown head {head!r}; use 'gap', 'fc' or 'fc-dropout'")
 
