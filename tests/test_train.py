@@ -181,7 +181,7 @@ def test_class_maps_that_stay_dead_for_three_epochs_stop_training_and_are_named(
                             "(--set lr=0.005) or BatchNorm (--set model_args.batch_norm=true, not in the paper).")
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
     warnings = capsys.readouterr().err
-    assert "warning: epoch 2: the class map of " in warnings and "warning: epoch 3: the class map of " in warnings
+    assert "warning: epoch 2: the class maps of " in warnings and "warning: epoch 3: the class maps of " in warnings
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(shared_data: Path, tmp_path: Path,

@@ -419,9 +419,10 @@ def test_only_consecutive_dead_epochs_stop_training(dead_root, tmp_path: Path,
     assert message.startswith("epoch 7: the class map of '3' was zero on every training image for 3 epochs (1 of 10")
     assert "last.pt (epoch 6) is kept" in message
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: epoch")]
-    assert [line.split(": the class map of ")[0] for line in warned] == [
+    assert [line.split(": the class map")[0] for line in warned] == [
         "warning: epoch 2", "warning: epoch 3", "warning: epoch 5", "warning: epoch 6"]
-    assert warned[3].startswith("warning: epoch 6: the class map of '3', '7' was zero on every training image")
+    assert warned[0].startswith("warning: epoch 2: the class map of '3' was zero on every training image")
+    assert warned[3].startswith("warning: epoch 6: the class maps of '3', '7' were zero on every training image")
 
 
 @pytest.mark.parametrize("dead_steps, stop_step", [

@@ -70,8 +70,8 @@ class HealthMonitor:
             raise TrainingError(self._dead_classes_message(epoch, dead, kept))
         dying = [name for name, n in zip(self.classes, self.dead_epochs) if n]
         if dying and warn:
-            print(f"warning: epoch {epoch + 1}: the class map of {', '.join(map(repr, dying))} was zero on every "
-                  f"training image; training stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
+            print(f"warning: epoch {epoch + 1}: {_class_maps_were(dying)} zero on every training image; training "
+                  f"stops if that lasts {DEAD_CLASS_EPOCHS} epochs", file=sys.stderr)
 
     def end_epoch_loss(self, epoch: int, train_loss: float) -> None:
         """Stop when the epoch training loss has sat at ln(K) for COLLAPSED_EPOCHS epochs after falling
@@ -119,8 +119,7 @@ class HealthMonitor:
     def _dead_classes_message(self, epoch: int, dead: list[str], kept: str) -> str:
         one = len(dead) == 1
         return (
-            f"epoch {epoch + 1}: the class {'map of' if one else 'maps of'} {', '.join(map(repr, dead))} "
-            f"{'was' if one else 'were'} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
+            f"epoch {epoch + 1}: {_class_maps_were(dead)} zero on every training image for {DEAD_CLASS_EPOCHS} epochs "
             f"({len(dead)} of {len(self.classes)} classes), so the network cannot predict "
             f"{'that class' if one else 'those classes'}. The ReLU "
             "on the last layer has switched them off, and a map that is zero everywhere gets no gradient to come "
@@ -128,3 +127,10 @@ class HealthMonitor:
             f"learning rate (--set lr={self.lr / 2:g}) or BatchNorm (--set model_args.batch_norm=true, not in the "
             "paper)."
         )
+
+
+def _class_maps_were(classes: Sequence[str]) -> str:
+    """A dead-map message's subject and verb, singular or plural: the class map of 'cat' was, the class maps of
+    'cat', 'dog' were."""
+    names = ", ".join(map(repr, classes))
+    return f"the class map of {names} was" if len(classes) == 1 else f"the class maps of {names} were"
