@@ -1,5 +1,5 @@
-"""Packed dropout masks: the distribution of nn.Dropout(0.5) from an eighth of the random draws; the authors' cuda-convnet
-dropout, scaled at test."""
+"""Packed dropout masks: the distribution of nn.Dropout(0.5) from an eighth of the random draws; the authors'
+cuda-convnet dropout, scaled at test."""
 from __future__ import annotations
 
 import math

@@ -149,7 +149,7 @@ def test_dead_class_maps_stop_training_in_the_first_epoch(shared_data: Path, tmp
     def dead_model(*args, **kwargs):
         model = create_model(*args, **kwargs)
         with torch.no_grad():
-            model.last_feature_layer().bias.fill_(-1e3)  # the last ReLU outputs zero everywhere: every class map is dead
+            model.last_feature_layer().bias.fill_(-1e3)  # the last ReLU outputs zero everywhere: every map is dead
         return model
 
     create_model = engine.create_model
