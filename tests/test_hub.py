@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,18 @@ def test_safetensors_round_trip_gives_identical_logits(tmp_path) -> None:
     images = synthetic_digits(8, seed=3)[0]
     expected = load_trained(checkpoint).logits(images)
     assert torch.equal(load_weights(tmp_path / "nin_mnist.safetensors").logits(images), expected)
+
+
+def test_the_sidecar_accuracy_is_the_runs_test_error_subtracted_from_100(tmp_path) -> None:
+    """The first test split of summary.json; 91.8, not the float noise of 100 minus the error as a run writes it
+    (results/cifar10-aug-authors-bf16-trainvalid: 8.199999999999996, so 91.80000000000001)."""
+    checkpoint = synthetic_checkpoint(tmp_path)
+    tests = {"test-lossless-1000": {"error": 8.199999999999996, "description": "cifar10 'test-lossless-1000'"},
+             "test-jpeg75": {"error": 20.39}}
+    (tmp_path / "summary.json").write_text(json.dumps({"tests": tests}))
+    weights_from_checkpoint(checkpoint, tmp_path / "w.safetensors")
+    sidecar = (tmp_path / "w.json").read_text()
+    assert '"accuracy": 91.8,' in sidecar and "\"accuracy_split\": \"cifar10 'test-lossless-1000'\"" in sidecar
 
 
 @pytest.mark.parametrize("name", nin.list_pretrained())
