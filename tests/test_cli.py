@@ -45,7 +45,7 @@ def test_the_models_and_recipes_tables_have_headers(capsys: pytest.CaptureFixtur
     assert header.index("input") == row.index("1×28×28")  # the columns line up under their names
     assert main(["models", "nin_cifar10"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert row[header.index("weights"):].split()[0] == "aug,paper,paper50k,fast20"  # the default weights first
+    assert row[header.index("weights"):].split()[0] == "aug50k,aug,paper,paper50k,fast20"  # the default weights first
     assert row[header.index("where in the paper"):].startswith("Table 1")  # a long weights list keeps the columns
     assert main(["recipes"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()

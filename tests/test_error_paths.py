@@ -193,5 +193,5 @@ def test_cli_names_the_shipped_weights_when_asked_for_others(capsys: pytest.Capt
     assert main(["eval", "nin_svhn"]) == 2
     err = capsys.readouterr().err
     assert err == ("nin eval: error: no pretrained weights are shipped for 'nin_svhn' (shipped: nin_mnist.paper, "
-                   "nin_mnist.fast, nin_cifar10.aug, nin_cifar10.paper, nin_cifar10.paper50k, nin_cifar10.fast20); "
-                   "train it with `nin train --recipe ...`, or use pretrained=False\n")
+                   "nin_mnist.fast, nin_cifar10.aug50k, nin_cifar10.aug, nin_cifar10.paper, nin_cifar10.paper50k, "
+                   "nin_cifar10.fast20); train it with `nin train --recipe ...`, or use pretrained=False\n")

@@ -118,7 +118,7 @@ def test_a_damaged_weights_file_is_refused(tmp_path: Path, monkeypatch: pytest.M
 
 def test_unknown_and_missing_weights_are_clear_errors() -> None:
     with pytest.raises(WeightsError, match="unknown pretrained weights 'nin_mnist.nope'; shipped: nin_mnist.paper, "
-                                           "nin_mnist.fast, nin_cifar10.aug, nin_cifar10.paper, "
+                                           "nin_mnist.fast, nin_cifar10.aug50k, nin_cifar10.aug, nin_cifar10.paper, "
                                            "nin_cifar10.paper50k, nin_cifar10.fast20"):
         get_pretrained("nin_mnist.nope")
     with pytest.raises(WeightsError, match="no pretrained weights are shipped for 'nin_cifar10_fc'"):
