@@ -47,9 +47,9 @@ def census(checkpoint: Path, split: str, images: int, data_dir: str | None) -> d
     trained = load_trained(checkpoint)
     data = trained.load_split(split, data_dir)
     pixels, labels = data.images[:images], data.labels[:images]
-    counters = {name: ReluCounter() for name, m in trained.model.named_modules() if isinstance(m, nn.ReLU)}
-    modules = dict(trained.model.named_modules())
-    hooks = [modules[name].register_forward_hook(counter) for name, counter in counters.items()]
+    relus = {name: m for name, m in trained.model.named_modules() if isinstance(m, nn.ReLU)}
+    counters = {name: ReluCounter() for name in relus}
+    hooks = [relus[name].register_forward_hook(counter) for name, counter in counters.items()]
     try:
         logits = trained.logits(pixels)
     finally:
@@ -71,7 +71,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="its first N images (default 2000)")
     parser.add_argument("--data-dir", help="dataset root (default: the run's, else $NIN_DATA)")
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     for checkpoint in args.checkpoints:
         print(json.dumps(census(checkpoint, args.split, args.images, args.data_dir)), flush=True)
 

@@ -86,10 +86,9 @@ class HealthMonitor:
             raise TrainingError(
                 f"epoch {epoch + 1}: the training loss has been at least ln({len(self.classes)}) = {chance:.6f} since "
                 f"epoch {first} ({train_loss:.4f} in the last), after falling to {self.lowest_loss:.4f}: the network "
-                "collapsed to the same output for "
-                f"every image and predicts chance. Training was stopped; its checkpoints from epoch {first} on are "
-                f"at chance too, so resuming does not help. Train again from the start with a lower learning rate "
-                f"(--set lr={self.lr / 5:g}).")
+                "collapsed to the same output for every image and predicts chance. Training was stopped; its "
+                f"checkpoints from epoch {first} on are at chance too, so resuming does not help. Train again from "
+                f"the start with a lower learning rate (--set lr={self.lr / 5:g}).")
 
     @staticmethod
     def check_parameters(model: nn.Module, epoch: int, kept: str) -> None:
