@@ -104,24 +104,53 @@ def seed_groups(records: dict[str, list[tuple[str, dict[str, Any]]]], recorded: 
 
 def matched_sets(runs: list[tuple[str, str, dict[str, Any]]], recorded: dict[str, Recipe],
                  changes: dict[str, dict[str, Any]]) -> list[list[tuple[str, str]]]:
-    """Sets of (run, recipe) from at least two of a table's recipes that ran with the same seed and made the same
-    changes to their recipes, none stopped early: each followed its row's procedure in the same way, so the rows
-    they fill differ only in what the paper compares. ``runs`` is [(recipe, run, summary)]."""
+    """Sets of (run, recipe) from at least two of a table's recipes that ran with the same seed, none stopped early,
+    and either made the same changes to their recipes (each followed its row's procedure in the same way) or ran
+    the same procedure but for the network (runs that set aside where their recipes differ, such as one arm's
+    rate). Either way the rows they fill differ only in what they compare. ``runs`` is [(recipe, run, summary)]."""
     sets: dict[str, list[tuple[str, str]]] = {}
     for recipe, run, summary in runs:
         if not summary.get("stopped_early"):
-            key = json.dumps([changes[run], recorded[run].seed], sort_keys=True)
-            sets.setdefault(key, []).append((run, recipe))
-    return [members for members in sets.values() if len({recipe for _, recipe in members}) > 1]
+            ran = {k: v for k, v in procedure(recorded[run], summary.get("date", "")).items() if k != "model"}
+            for key in (["same changes", changes[run]], ["same procedure", ran]):
+                sets.setdefault(json.dumps(key + [recorded[run].seed], sort_keys=True), []).append((run, recipe))
+    found = {frozenset(members): members for members in sets.values() if len({r for _, r in members}) > 1}
+    return [members for key, members in found.items() if not any(key < other for other in found)]  # largest only
+
+
+def recipe_differences(recipes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """The procedure fields other than the model in which the recipes of a table's paper rows, as shipped,
+    disagree: what those rows compare besides the network (another rate for one arm, the conventional CNN's own
+    settings). {field: {value as JSON: [recipes with it]}}."""
+    shipped = {recipe: dataclasses.asdict(load_recipe(recipe)) for recipe in recipes}
+    differences: dict[str, dict[str, list[str]]] = {}
+    for field in shipped[recipes[0]]:
+        if field in _NOT_PROCEDURE or field == "model":
+            continue
+        by_value: dict[str, list[str]] = {}
+        for recipe in recipes:
+            by_value.setdefault(json.dumps(shipped[recipe][field], sort_keys=True), []).append(recipe)
+        if len(by_value) > 1:
+            differences[field] = by_value
+    return differences
+
+
+def _difference_line(differences: dict[str, dict[str, list[str]]]) -> list[str]:
+    if not differences:
+        return ["Besides the network, the paper rows' recipes are the same.", ""]
+    fields = ["`{}`: {}".format(field, ", ".join(f"{value} ({', '.join(f'`{r}`' for r in recipes)})"
+                                                 for value, recipes in by_value.items()))
+              for field, by_value in differences.items()]
+    return ["Besides the network, the paper rows' recipes as shipped differ in " + "; ".join(fields) + ".", ""]
 
 
 def _matched_lines(sets: list[list[tuple[str, str]]]) -> list[str]:
     if not sets:
         return [("Matched comparisons: none yet. The runs of these rows differ in more than what the rows compare "
                  "(their changes in the Runs table), so compare across rows with care."), ""]
-    intro = ("Matched comparisons: each line's runs used the same seed and the same changes to their rows' recipes, "
-             "and none stopped early, so they differ only in what their rows compare. Any other pair of runs "
-             "differs in more (their changes in the Runs table).")
+    intro = ("Matched comparisons: each line's runs used the same seed, none stopped early, and they made the same "
+             "changes to their rows' recipes or ran the same procedure but for the network, so they differ only in "
+             "what their rows compare. Any other pair of runs differs in more (their changes in the Runs table).")
     return [intro, ""] + ["- " + ", ".join(f"`{run}` (`{recipe}`)" for run, recipe in members)
                           for members in sets] + [""]
 
@@ -203,6 +232,8 @@ def render(results_dir: Path, page: Path) -> str:
             lines += ["Runs:", "", header] + [_run_line(run, s, _errors(values[run]), changes[run], page.parent,
                                                         results_dir) for _, run, s in runs] + [""]
             if len({recipe for recipe, _, _ in runs}) > 1:
+                paper_recipes = list(dict.fromkeys(row.recipe for row in exp.rows if row.recipe))
+                lines += _difference_line(recipe_differences(paper_recipes)) if len(paper_recipes) > 1 else []
                 lines += _matched_lines(matched_sets(runs, recorded, changes))
             shown.update(run for _, run, _ in runs)
         else:
