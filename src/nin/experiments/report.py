@@ -138,8 +138,9 @@ def recipe_differences(recipes: list[str]) -> dict[str, dict[str, list[str]]]:
 def _difference_line(differences: dict[str, dict[str, list[str]]]) -> list[str]:
     if not differences:
         return ["Besides the network, the paper rows' recipes are the same.", ""]
-    fields = ["`{}`: {}".format(field, ", ".join(f"{value} ({', '.join(f'`{r}`' for r in recipes)})"
-                                                 for value, recipes in by_value.items()))
+    def holders(recipes: list[str]) -> str:
+        return ", ".join(f"`{recipe}`" for recipe in recipes)
+    fields = [f"`{field}`: " + ", ".join(f"{value} ({holders(recipes)})" for value, recipes in by_value.items())
               for field, by_value in differences.items()]
     return ["Besides the network, the paper rows' recipes as shipped differ in " + "; ".join(fields) + ".", ""]
 
