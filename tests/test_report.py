@@ -213,7 +213,7 @@ def test_report_names_the_matched_comparisons_of_a_table(tmp_path: Path) -> None
     # matched runs follow their recipes, so the table says where those differ beyond the network: the fully
     # connected arm's half rate, the conventional CNN's own settings; not the model, names or descriptions
     [differ] = [line for line in table5.splitlines() if line.startswith("Besides the network")]
-    assert "`lr`: 0.05 (`cifar10-fc`), 0.1 (`cifar10-fc-dropout`, `cifar10`), 0.001 (`cnn-fc`, `cnn-fc-dropout`, " \
+    assert "`lr`: 0.05 (`cifar10-fc`, `cifar10-fc-dropout`), 0.1 (`cifar10`), 0.001 (`cnn-fc`, `cnn-fc-dropout`, " \
            "`cnn-gap`)" in differ
     assert '`preprocess`: ["gcn", "zca"] (`cifar10-fc`, `cifar10-fc-dropout`, `cifar10`), ["mean_image"]' in differ
     assert not {"`model`", "`name`", "`description`", "`epochs`", "`seed`"} & set(differ.replace(":", " ").split())
@@ -227,16 +227,18 @@ def test_report_names_the_matched_comparisons_of_a_table(tmp_path: Path) -> None
 
 
 def test_runs_that_ran_the_same_procedure_but_for_the_network_are_matched(tmp_path: Path) -> None:
-    """A fully connected run set back to the rate of the other arms (a change to its recipe that they did not
-    make) still differs from them in the network alone; the runs that also made the same changes are listed once,
+    """Fully connected runs set back to the GAP arm's rate (a change to their recipes that it did not make) still
+    differ from it in the network alone; the runs that also made the same changes as each other are listed once,
     inside that larger set, not as a line of their own."""
     results = tmp_path / "results"
-    assert load_recipe("cifar10-fc").lr != load_recipe("cifar10").lr == load_recipe("cifar10-fc-dropout").lr
-    for run, recipe, lr in [("fc-at-gap-rate", "cifar10-fc", load_recipe("cifar10").lr),
-                            ("fc-drop", "cifar10-fc-dropout", None), ("gap", "cifar10", None),
+    gap_lr = load_recipe("cifar10").lr
+    assert load_recipe("cifar10-fc").lr != gap_lr and load_recipe("cifar10-fc-dropout").lr != gap_lr
+    for run, recipe, lr in [("fc-at-gap-rate", "cifar10-fc", gap_lr),
+                            ("fc-drop-at-gap-rate", "cifar10-fc-dropout", gap_lr), ("gap", "cifar10", None),
                             ("fc-other-rate", "cifar10-fc", 0.01)]:
         shipped = load_recipe(recipe)
         _write_record(results, run, dataclasses.replace(shipped, epochs=2, lr=lr or shipped.lr), 1.0, {})
     table5 = render(results, tmp_path / "docs" / "results.md").split("## Table 5")[1].split("\n## ")[0]
     matched = [line for line in table5.splitlines() if line.startswith("- ")]
-    assert matched == ["- `fc-at-gap-rate` (`cifar10-fc`), `fc-drop` (`cifar10-fc-dropout`), `gap` (`cifar10`)"]
+    assert matched == ["- `fc-at-gap-rate` (`cifar10-fc`), `fc-drop-at-gap-rate` (`cifar10-fc-dropout`), `gap` "
+                       "(`cifar10`)"]

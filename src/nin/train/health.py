@@ -4,7 +4,8 @@ NIN's last layer ends in a ReLU, and the global average of a map that is zero ev
 exactly zero with no gradient to bring it back: the network then predicts chance for that class (for
 all of them, when every map dies, the loss sits at ln(K)). This is the most reported failure of NIN
 ports, so the loop watches for it rather than training for hours at chance level. A head with biases (the fully
-connected ablations) collapses to chance without a zero map: there the loop watches the loss itself.
+connected ablations) gives its biases, nearly the same logits for every image, when the maps it reads die (a rare
+image still lit by dropout's masks): the first epoch watches for that too, and later the loop watches the loss.
 """
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ from torch import nn
 
 from nin.errors import NinError
 
-DEAD_MAP_STEPS = 20  # consecutive first-epoch steps with all logits exactly zero before calling the maps dead
+DEAD_MAP_STEPS = 20  # consecutive first-epoch steps with one output for every image before calling the maps dead
+# A batch whose logits vary over its images by at most this share of their largest magnitude gives one output for
+# every image. results/cifar10-fc-dropout-authors-bf16-e8-dead-maps/first_epoch_spread*.jsonl: at lr 0.1 at least
+# 0.12 in steps 1-80, at most 0.019 in steps 105-124 as the maps died (a stop at step 124); at lr 0.05, which
+# trained, at least 0.80 in all of the first 160 steps.
+SAME_OUTPUT_SPREAD = 0.02
 DEAD_CLASS_EPOCHS = 3  # consecutive epochs a class map is zero on every training image before training stops
 AT_CHANCE = 1e-3  # an epoch's training loss this close to ln(K) is that of uniform class probabilities
 LEARNED_MARGIN = 0.5  # how far below ln(K) an epoch's training loss must fall before a return to it is a collapse
@@ -44,22 +50,28 @@ class HealthMonitor:
         self.lr = lr
         self.check_every = check_every
         self.dead_epochs = [0] * len(self.classes)  # per class: consecutive epochs with a dead map
-        self.dead_steps = 0  # consecutive first-epoch steps with every logit zero
+        self.dead_steps = 0  # consecutive first-epoch steps with one output for every image (every logit zero included)
         self.lowest_loss = math.inf  # the lowest epoch training loss so far
         self.chance_epochs = 0  # consecutive epochs with the training loss at ln(K) or above
 
     def after_step(self, epoch: int, step: int, last_step: int, loss_sum: torch.Tensor, logits: torch.Tensor,
                    kept: str) -> None:
-        """Stop on a non-finite running loss, and in the first epoch on all maps dead for DEAD_MAP_STEPS steps."""
-        if epoch == 0:  # a host read per step, in the first epoch only
-            self.dead_steps = self.dead_steps + 1 if bool(logits.abs().max() == 0) else 0
+        """Stop on a non-finite running loss, and in the first epoch on all maps dead for DEAD_MAP_STEPS steps: every
+        logit zero (global average pooling) or, in a batch of two images or more, one output for all of them (a head
+        with biases reading dead maps)."""
         if (step % self.check_every == self.check_every - 1 or step == last_step) and not torch.isfinite(loss_sum):
             late = "" if self.check_every == 1 else f" (or up to {self.check_every - 1} steps before)"
             raise TrainingError(
                 f"the loss became {loss_sum.item()} at epoch {epoch + 1}, step {step + 1}{late}: training diverged. "
                 f"{kept} Lower the learning rate (now {self.lr}) or add a warm-up (--set warmup_epochs=2).")
-        if self.dead_steps >= DEAD_MAP_STEPS:
-            raise TrainingError(self._all_dead_message(f"epoch 1, step {step + 1}"))
+        if epoch == 0:  # a host read per step, in the first epoch only
+            largest, spread = torch.stack([logits.abs().max(), (logits.amax(0) - logits.amin(0)).max()]).tolist()
+            zero = largest == 0
+            same = zero or (len(logits) > 1 and spread <= SAME_OUTPUT_SPREAD * largest)
+            self.dead_steps = self.dead_steps + 1 if same else 0
+            if self.dead_steps >= DEAD_MAP_STEPS:
+                where = f"epoch 1, step {step + 1}"
+                raise TrainingError(self._all_dead_message(where) if zero else self._same_output_message(where))
 
     def end_epoch(self, epoch: int, live_steps: Sequence[float], kept: str, warn: bool) -> None:
         """Count, per class, consecutive epochs whose map was zero on every training image (no step where it was
@@ -116,6 +128,17 @@ class HealthMonitor:
             "(--set warmup_epochs=2), a smaller init for the last layer, or BatchNorm "
             "(--set model_args.batch_norm=true, not in the paper). Training was stopped instead of running for hours "
             "at chance level."
+        )
+
+    def _same_output_message(self, where: str) -> str:
+        k = len(self.classes)
+        return (
+            f"{where}: the network gives the same logits for every image (to within {SAME_OUTPUT_SPREAD:.0%}), so "
+            f"it cannot tell them apart (the loss stays near ln({k}) = {math.log(k):.6f}). The ReLU before the fully "
+            f"connected head has switched off every map it reads (lr {self.lr}, Gaussian init): the head outputs its "
+            f"biases, and the maps get no gradient to come back. Remedies: a lower learning rate "
+            f"(--set lr={self.lr / 2:g}) or a warm-up of the rate (--set warmup_epochs=2). Training was stopped "
+            "instead of running for hours at chance level."
         )
 
     def _dead_classes_message(self, epoch: int, dead: list[str], kept: str) -> str:
