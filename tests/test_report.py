@@ -240,5 +240,5 @@ def test_runs_that_ran_the_same_procedure_but_for_the_network_are_matched(tmp_pa
         _write_record(results, run, dataclasses.replace(shipped, epochs=2, lr=lr or shipped.lr), 1.0, {})
     table5 = render(results, tmp_path / "docs" / "results.md").split("## Table 5")[1].split("\n## ")[0]
     matched = [line for line in table5.splitlines() if line.startswith("- ")]
-    assert matched == ["- `fc-at-gap-rate` (`cifar10-fc`), `fc-drop-at-gap-rate` (`cifar10-fc-dropout`), `gap` "
-                       "(`cifar10`)"]
+    assert matched == [("- `fc-at-gap-rate` (`cifar10-fc`), `fc-drop-at-gap-rate` (`cifar10-fc-dropout`), `gap` "
+                        "(`cifar10`)")]
