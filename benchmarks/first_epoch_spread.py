@@ -1,7 +1,7 @@
 """How much a network's training logits vary over the images of each batch, step by step in the first epoch.
 
 A fully connected head whose maps died gives its biases for every image, so the spread of each class's logit over
-the batch (max - min, the largest over the classes) falls to a tiny share of the logits' size; in a network that
+the batch (``nin.train.health.logit_spread``) falls to a tiny share of the logits' size; in a network that
 learns it stays of their order. This prints one JSON line per step with that spread and the largest logit's
 magnitude, until ``--steps`` steps or the training loop's own health check stops the run (then a last line holds
 its message). The numbers behind ``SAME_OUTPUT_SPREAD`` in ``nin.train.health``:
@@ -22,6 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nin.train import Trainer, TrainingError, apply_overrides, load_recipe  # noqa: E402  (after the src/ path)
+from nin.train.health import logit_spread  # noqa: E402
 
 
 class EnoughSteps(Exception):
@@ -45,8 +46,7 @@ def main() -> None:
             return
         if step == args.steps:
             raise EnoughSteps
-        logits = logits.detach().float()
-        spread, largest = float((logits.amax(0) - logits.amin(0)).max()), float(logits.abs().max())
+        spread, largest = logit_spread(logits.detach().float())
         print(json.dumps({"step": step + 1, "spread": round(spread, 6), "largest": round(largest, 6),
                           "share": round(spread / largest, 6) if largest else None}), flush=True)
         step += 1

@@ -451,7 +451,6 @@ def test_first_epoch_dead_maps_need_twenty_steps_in_a_row(dead_root, tmp_path: P
             trainer.fit()
 
 
-
 def _batch(bias: list[float], odd_share: float, images: int) -> torch.Tensor:
     """Logits of a fully connected head whose maps died: its biases for every image, but one image (lit by a dropout
     mask) off by ``odd_share`` of the largest bias in every class."""

@@ -31,6 +31,13 @@ COLLAPSED_EPOCHS = 3  # consecutive epochs at ln(K) or above, after the network 
 CUDA_CHECK_EVERY = 25  # on CUDA, steps between the host's looks at the loss (each look waits for the GPU)
 
 
+def logit_spread(logits: torch.Tensor) -> tuple[float, float]:
+    """How far a batch's logits vary over its images (max - min of each class's logit, the largest over the classes)
+    and their largest magnitude, read from the device at once."""
+    spread, largest = torch.stack([(logits.amax(0) - logits.amin(0)).max(), logits.abs().max()]).tolist()
+    return spread, largest
+
+
 class TrainingError(NinError, RuntimeError):
     """Training stopped on purpose; the message explains why and what to do."""
 
@@ -65,7 +72,7 @@ class HealthMonitor:
                 f"the loss became {loss_sum.item()} at epoch {epoch + 1}, step {step + 1}{late}: training diverged. "
                 f"{kept} Lower the learning rate (now {self.lr}) or add a warm-up (--set warmup_epochs=2).")
         if epoch == 0:  # a host read per step, in the first epoch only
-            largest, spread = torch.stack([logits.abs().max(), (logits.amax(0) - logits.amin(0)).max()]).tolist()
+            spread, largest = logit_spread(logits)
             zero = largest == 0
             same = zero or (len(logits) > 1 and spread <= SAME_OUTPUT_SPREAD * largest)
             self.dead_steps = self.dead_steps + 1 if same else 0
