@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from nin.experiments.check import args_as_run
 from nin.experiments.paper import EXPERIMENTS
 from nin.experiments.report import render
 from nin.experiments.reproduce import ExperimentError, portable_summary, reproduce
-from nin.train import Recipe, list_recipes, load_recipe
+from nin.train import Recipe, Trainer, list_recipes, load_recipe
 from nin.train.recipe import recipe_to_toml
 
 TINY = ["subset=128", "batch_size=64", "epochs=1", "eval_split=none", "test_splits=[\"valid\"]"]
@@ -32,7 +33,7 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     (summary,) = reproduce("table4", runs_dir=tmp_path / "runs", results_dir=results, data_root=relative_root,
                            overrides=TINY, only=["mnist"], tag="tiny")
     assert sorted(p.name for p in (results / "mnist-tiny").iterdir()) == \
-        ["curves.png", "metrics.jsonl", "recipe.toml", "summary.json"]
+        ["curves.png", "metrics.jsonl", "recipe.toml", "sittings.json", "summary.json"]
     assert not list(results.rglob("*.pt"))  # checkpoints stay in the runs folder
     # the run folder remembers where its data is; the shared record holds no path of this machine
     assert json.loads((tmp_path / "runs" / "mnist-tiny" / "summary.json").read_text())["data"]["root"] == \
@@ -49,6 +50,47 @@ def test_reproduce_then_report(shared_data: Path, tmp_path: Path) -> None:
     assert "| mlpconv + Fully Connected | 11.59 | `cifar10-fc` | not run yet | - |" in text
     assert "| Fast modern recipe for the MNIST NIN | - | `mnist-fast` | not run yet | - |" in text  # our own recipe's row
     assert "| Stochastic Pooling | 0.47 |  |  |  |" in text  # a paper row we have no recipe for
+
+
+def test_a_stopped_reproduction_leaves_its_record_so_far(shared_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped in epoch 2 of 3, a run already has its first epoch under results/ (no summary: it has not ended);
+    resumed, sittings.json names both sittings; started over without its checkpoint, only the new one, and the
+    old run's summary is gone."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    record = results / "mnist-tiny"
+    run = {"runs_dir": runs, "results_dir": results, "data_root": str(shared_data), "only": ["mnist"],
+           "tag": "tiny", "overrides": [*TINY, "epochs=3"],
+           "command": f"nin reproduce table4 --runs-dir {Path.home() / 'nin-runs'}"}
+    train_epoch = Trainer._train_epoch
+
+    def stop_in_epoch_2(self: Trainer, epoch: int) -> tuple[float, float, float]:
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("table4", **run)
+    assert sorted(p.name for p in record.iterdir()) == ["curves.png", "metrics.jsonl", "recipe.toml", "sittings.json"]
+    assert [json.loads(line)["epoch"] for line in (record / "metrics.jsonl").read_text().splitlines()] == [1]
+    (stopped,) = json.loads((record / "sittings.json").read_text())["sittings"]
+    assert stopped["epochs"] == [1, 1] and stopped["command"] == "nin reproduce table4 --runs-dir ~/nin-runs"
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    reproduce("table4", **run)
+    sittings = json.loads((record / "sittings.json").read_text())
+    assert sittings["recipe_epochs"] == 3
+    assert [s["epochs"] for s in sittings["sittings"]] == [[1, 1], [2, 3]]
+    assert (record / "metrics.jsonl").read_bytes() == (runs / "mnist-tiny" / "metrics.jsonl").read_bytes()
+    assert (record / "summary.json").exists()
+
+    shutil.rmtree(runs)  # a machine handed back bare: the run starts over
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("table4", **run)
+    assert [s["epochs"] for s in json.loads((record / "sittings.json").read_text())["sittings"]] == [[1, 1]]
+    assert not (record / "summary.json").exists()  # it summarized the run this one replaces
 
 
 def test_shared_records_hold_no_path_of_this_machine() -> None:

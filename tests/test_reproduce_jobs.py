@@ -40,6 +40,8 @@ def test_runs_at_once_train_as_they_do_one_after_another(mnist_only_root: Path, 
         for a, b in zip(one, two):  # one thread against two: the same arithmetic up to float rounding
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert json.loads((tmp_path / "r-two" / run / "summary.json").read_text())["recipe"] == run
+        (sitting,) = json.loads((tmp_path / "r-two" / run / "sittings.json").read_text())["sittings"]
+        assert sitting["epochs"] == [1, 2]  # kept after each epoch by the run's own process
 
 
 def test_a_failed_run_is_named_with_its_log_and_the_others_keep_their_records(mnist_only_root: Path,

@@ -8,6 +8,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,12 @@ import torch
 from nin.errors import NinError
 from nin.experiments.paper import EXPERIMENTS, Experiment
 from nin.train import Recipe, Trainer, apply_overrides, load_recipe
-from nin.utils.atomic import atomic_write_bytes
+from nin.utils.atomic import atomic_write_bytes, atomic_write_text
+from nin.utils.hardware import describe_hardware
 
-RECORD_FILES = ("summary.json", "metrics.jsonl", "curves.png", "recipe.toml")
+PARTIAL_RECORD_FILES = ("metrics.jsonl", "curves.png", "recipe.toml")  # written after each epoch
+RECORD_FILES = ("summary.json", *PARTIAL_RECORD_FILES)
+SITTINGS = "sittings.json"
 
 
 class ExperimentError(NinError, ValueError):
@@ -39,8 +44,10 @@ def run_name(recipe: str, tag: str | None) -> str:
 def reproduce(experiments: str | Sequence[str], *, runs_dir: Path, results_dir: Path, data_root: str | None = None,
               overrides: Sequence[str | tuple[str, str]] = (), only: list[str] | None = None, tag: str | None = None,
               command: str | None = None, jobs: int = 1) -> list[dict[str, Any]]:
-    """Train (or resume) each recipe of the experiments, then copy its small records into ``results_dir``.
+    """Train (or resume) each recipe of the experiments, keeping its small records in ``results_dir``.
 
+    The records are kept after every epoch (``summary.json`` comes at the end), with ``sittings.json`` naming the
+    processes that trained the run: a run stopped before its end still leaves its curves there.
     Checkpoints stay in ``runs_dir`` (they are large); a killed reproduction resumes where it stopped.
     ``tag`` names a variant (e.g. a shortened schedule) so it never overwrites the full run's records.
     ``jobs`` > 1 trains that many recipes at once, each in a process of its own with its output in
@@ -60,7 +67,8 @@ def reproduce(experiments: str | Sequence[str], *, runs_dir: Path, results_dir: 
     if jobs == 1:
         summaries = []
         for recipe, run in runs:
-            summaries.append(Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command).fit())
+            summaries.append(Trainer(recipe, runs_dir / run, data_root=data_root, resume=True, command=command,
+                                     after_epoch=partial(keep_partial_record, results_dir / run)).fit())
             _keep_records(runs_dir / run, results_dir / run, data_root, summaries[-1])
         return [summary for summary in summaries if summary is not None]
     return _train_at_once(runs, jobs, runs_dir, results_dir, data_root, command)
@@ -75,6 +83,30 @@ def _keep_records(run_dir: Path, record: Path, data_root: str | None, summary: d
         atomic_write_bytes(record / file, portable_summary(content, data_root) if file == "summary.json" else content)
 
 
+def keep_partial_record(record: Path, trainer: Trainer) -> None:
+    """After each epoch: the run's records so far, and this sitting (epochs, code, hardware, command) in
+    ``sittings.json``. A sitting that starts over from an earlier epoch (its checkpoint lost) supersedes what
+    earlier sittings trained from there on, as its metrics.jsonl replaces theirs."""
+    (record / "summary.json").unlink(missing_ok=True)  # a run that trains has not ended (it may have restarted)
+    for file in PARTIAL_RECORD_FILES:
+        if (trainer.out_dir / file).exists():
+            atomic_write_bytes(record / file, (trainer.out_dir / file).read_bytes())
+    first = trainer.start_epoch + 1
+    try:
+        earlier = json.loads((record / SITTINGS).read_text())["sittings"]
+    except (OSError, ValueError, KeyError):  # none yet, or not ours: this sitting starts the list
+        earlier = []
+    kept = [dict(sitting, epochs=[sitting["epochs"][0], min(sitting["epochs"][1], first - 1)])
+            for sitting in earlier if sitting["epochs"][0] < first]
+    kept.append({"epochs": [first, trainer.start_epoch_done],
+                 "started": trainer.started.strftime("%Y-%m-%d %H:%M UTC"),
+                 "updated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "commit": trainer.commit, "hardware": describe_hardware(trainer.device),
+                 "command": portable_command(trainer.command)})
+    atomic_write_text(record / SITTINGS, json.dumps({"recipe_epochs": trainer.recipe.epochs, "sittings": kept},
+                                                    indent=2) + "\n")
+
+
 def _train_at_once(runs: list[tuple[Recipe, str]], jobs: int, runs_dir: Path, results_dir: Path,
                    data_root: str | None, command: str | None) -> list[dict[str, Any]]:
     """Train the runs ``jobs`` at a time in fresh processes; a run that fails leaves the others going and keeping
@@ -84,7 +116,8 @@ def _train_at_once(runs: list[tuple[Recipe, str]], jobs: int, runs_dir: Path, re
     logs = [runs_dir / f"{run}.log" for _, run in runs]
     outcomes: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_in_child, recipe, runs_dir / run, data_root, command, log, threads): run
+        futures = {pool.submit(_train_in_child, recipe, runs_dir / run, results_dir / run, data_root, command, log,
+                               threads): run
                    for (recipe, run), log in zip(runs, logs)}
         for (_, run), log in zip(runs, logs):
             print(f"{run}: training in a process of its own, output in {log}", file=sys.stderr)
@@ -101,15 +134,16 @@ def _train_at_once(runs: list[tuple[Recipe, str]], jobs: int, runs_dir: Path, re
     return [outcomes[run]["summary"] for _, run in runs]
 
 
-def _train_in_child(recipe: Recipe, run_dir: Path, data_root: str | None, command: str | None, log: Path,
-                    threads: int) -> dict[str, Any]:
+def _train_in_child(recipe: Recipe, run_dir: Path, record: Path, data_root: str | None, command: str | None,
+                    log: Path, threads: int) -> dict[str, Any]:
     """One run in a spawned process, its output in ``log``: {"summary": ...} or {"error": the one-line message}."""
     with open(log, "a") as out:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
     torch.set_num_threads(threads)
     try:
-        return {"summary": Trainer(recipe, run_dir, data_root=data_root, resume=True, command=command).fit()}
+        return {"summary": Trainer(recipe, run_dir, data_root=data_root, resume=True, command=command,
+                                   after_epoch=partial(keep_partial_record, record)).fit()}
     except NinError as err:
         print(f"error: {err.cli}", file=sys.stderr, flush=True)
         return {"error": err.cli}
@@ -125,7 +159,7 @@ def portable_summary(content: bytes, data_root: str | None) -> bytes:
     home folder in the command (a shell's expansion of ~) written back as ~."""
     summary = json.loads(content)
     if isinstance(summary.get("command"), str):
-        summary["command"] = summary["command"].replace(str(Path.home()), "~")
+        summary["command"] = portable_command(summary["command"])
     data = summary.get("data")
     if isinstance(data, dict) and "root" in data:
         if data_root is None:
@@ -133,3 +167,8 @@ def portable_summary(content: bytes, data_root: str | None) -> bytes:
         else:
             data["root"] = str(data_root)
     return (json.dumps(summary, indent=2) + "\n").encode()
+
+
+def portable_command(command: str) -> str:
+    """The command as the shared records show it: the home folder (a shell's expansion of ~) written back as ~."""
+    return command.replace(str(Path.home()), "~")

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,16 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, data_root: str | Path | None = None,
                  resume: bool = False, progress: bool = True, command: str | None = None,
-                 stop_after: int | None = None, overwrite: bool = False) -> None:
+                 stop_after: int | None = None, overwrite: bool = False,
+                 after_epoch: Callable[[Trainer], None] | None = None) -> None:
         """``stop_after`` ends training after that epoch without changing the schedule (as ``max_minutes`` does):
         the epochs run are those of the full recipe, which is what `nin check` needs to compare with a record.
         ``resume`` continues the run recorded in ``out_dir``, ``overwrite`` replaces it; a folder holding a run
-        needs one of them."""
+        needs one of them. ``after_epoch`` is called on the main process once each epoch's records are written
+        (`nin reproduce` keeps them under results/ as the run goes)."""
         self.recipe = recipe
+        self.after_epoch = after_epoch
+        self.started = datetime.now(timezone.utc)  # this process's sitting of the run, for the records
         self.stop_after = stop_after
         self.out_dir = Path(out_dir)
         self.overwrite = overwrite
@@ -341,6 +346,8 @@ class Trainer:
                 self._save(epoch + 1)
             elif self.world.is_main:  # the metrics stay current; a resume rewrites them from the checkpoint
                 write_metrics(self.out_dir / "metrics.jsonl", self.history)
+            if self.after_epoch is not None and self.world.is_main:
+                self.after_epoch(self)
             if self.stopped_early is not None:
                 if self.world.is_main:
                     print(self.stopped_early, file=sys.stderr)
