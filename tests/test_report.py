@@ -195,6 +195,33 @@ def test_report_names_the_last_epochs_error_by_the_split_it_was_measured_on(tmp_
     assert "(valid)" not in text
 
 
+def test_report_lists_runs_stopped_before_their_end_apart_from_the_tables(tmp_path: Path) -> None:
+    """A record with curves but no summary has no test error: it gets no table row, but its table says how far it
+    got, its held-out error then and at its lowest, and what it is (its README's title, or its last sitting)."""
+    results = tmp_path / "results"
+    recipe = load_recipe("cifar10-fc-dropout")
+    _write_record(results, "finished", recipe, 12.0, {"test-lossless-1000": {"error": 11.5}})
+    for run, about in [("stopped-by-hand", "# Stopped to give the CPU back"), ("still-going", None)]:
+        (results / run).mkdir()
+        (results / run / "recipe.toml").write_text(recipe_to_toml(recipe))
+        rows = [{"epoch": e, "train_error": t, "valid_error": v} for e, t, v in [(1, 60.0, 50.0), (2, 45.0, 40.0),
+                                                                                  (3, 41.25, 45.0)]]
+        (results / run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        if about:
+            (results / run / "README.md").write_text(about + "\n\nWhy it stopped.\n")
+        else:
+            sitting = {"epochs": [1, 3], "updated": "2026-12-05 15:00 UTC"}
+            (results / run / "sittings.json").write_text(json.dumps({"recipe_epochs": 260, "sittings": [sitting]}))
+    table5 = render(results, tmp_path / "docs" / "results.md").split("## Table 5")[1].split("\n## ")[0]
+    assert "| `finished` | 12.00 (valid); 11.50 (test-lossless-1000) |" in table5
+    assert "| `stopped-by-hand` | `cifar10-fc-dropout` | 3 of 260 | 41.25 | 45.00 (valid) | 40.00 (valid, epoch 2) " \
+           "| Stopped to give the CPU back | [curves](../results/stopped-by-hand/curves.png) |" in table5
+    assert "| `still-going` | `cifar10-fc-dropout` | 3 of 260 | 41.25 | 45.00 (valid) | 40.00 (valid, epoch 2) " \
+           "| last epoch ended 2026-12-05 15:00 UTC (sittings.json) |" in table5
+    assert "| `finished` | `cifar10-fc-dropout` |" not in table5  # a finished run is not listed as stopped
+    assert "`stopped-by-hand` (changed)" not in table5 and "`stopped-by-hand` |" not in table5.split("Runs:")[0]
+
+
 def test_unknown_experiment_and_recipe(tmp_path: Path) -> None:
     with pytest.raises(ExperimentError, match="unknown experiment 'table9'"):
         reproduce("table9", runs_dir=tmp_path, results_dir=tmp_path)

@@ -11,6 +11,7 @@ from typing import Any
 from nin.experiments.check import Difference, args_as_run
 from nin.experiments.paper import EXPERIMENTS
 from nin.train import Recipe, load_recipe
+from nin.train.metrics import read_metrics
 from nin.utils.atomic import atomic_write_text
 
 # Recipe fields that describe or house a run rather than its procedure: a change to them is not a change of
@@ -30,6 +31,42 @@ def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]
             continue
         records.setdefault(summary["recipe"], []).append((path.parent.name, summary))
     return records
+
+
+def load_unfinished(results_dir: Path) -> dict[str, list[str]]:
+    """Recipe name -> run folders that have curves but no summary: runs stopped before their end (by hand, a
+    health check or a lost machine) or still going; no test split was scored, so they stay out of the tables."""
+    unfinished: dict[str, list[str]] = {}
+    for path in sorted(results_dir.glob("*/metrics.jsonl")):
+        if not (path.parent / "summary.json").exists() and (path.parent / "recipe.toml").exists():
+            unfinished.setdefault(load_recipe(str(path.parent / "recipe.toml")).name, []).append(path.parent.name)
+    return unfinished
+
+
+_STOPPED_HEADER = ("| run | recipe | epochs run | training error (%) | last held-out error (%) | lowest held-out "
+                   "error (%) | what it is | curves |\n|---|---|---|---|---|---|---|---|")
+
+
+def _unfinished_line(results_dir: Path, run: str, page_dir: Path) -> str:
+    """How far a stopped run got, its held-out error then and at its lowest, and what it is: its README's title
+    (written by hand for a stopped run), else when its last epoch ended (`nin reproduce`'s sittings.json)."""
+    recorded = load_recipe(str(results_dir / run / "recipe.toml"))
+    rows = read_metrics(results_dir / run / "metrics.jsonl")  # written after an epoch: never empty
+    held = [row for row in rows if row.get("valid_error") is not None]
+    split = recorded.eval_split
+    last = f"{held[-1]['valid_error']:.2f} ({split})" if held else "-"
+    best = min(held, key=lambda row: row["valid_error"]) if held else None
+    lowest = f"{best['valid_error']:.2f} ({split}, epoch {best['epoch']})" if best else "-"
+    readme, sittings = results_dir / run / "README.md", results_dir / run / "sittings.json"
+    if readme.exists():
+        about = readme.read_text().splitlines()[0].lstrip("# ").strip()
+    elif sittings.exists():
+        about = f"last epoch ended {json.loads(sittings.read_text())['sittings'][-1]['updated']} (sittings.json)"
+    else:
+        about = "-"
+    curves = os.path.relpath(results_dir / run / "curves.png", page_dir)
+    return (f"| `{run}` | `{recorded.name}` | {rows[-1]['epoch']} of {recorded.epochs} | {rows[-1]['train_error']:.2f} "
+            f"| {last} | {lowest} | {about} | [curves]({curves}) |")
 
 
 def procedure(recorded: Recipe, date: str = "") -> dict[str, Any]:
@@ -197,6 +234,7 @@ def _run_line(run: str, summary: dict[str, Any], errors: str, changed: dict[str,
 
 def render(results_dir: Path, page: Path) -> str:
     records = load_records(results_dir)
+    unfinished = load_unfinished(results_dir)
     recorded = {run: load_recipe(str(results_dir / run / "recipe.toml"))
                 for runs in records.values() for run, _ in runs}
     changes = {run: changed_fields(recorded[run], s["recipe"], s.get("date", "")) for runs in records.values()
@@ -214,7 +252,9 @@ def render(results_dir: Path, page: Path) -> str:
              "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
              "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
              "deviation), under the recipe they ran as shipped. Under a table with runs of two or more recipes, "
-             "`Matched comparisons` names the runs that differ only in what their rows compare.", ""]
+             "`Matched comparisons` names the runs that differ only in what their rows compare. Runs stopped before "
+             "their end have no test split scored and no row in the tables: each table's `Stopped before the end` "
+             "list shows how far they got.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
               "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -239,6 +279,10 @@ def render(results_dir: Path, page: Path) -> str:
             shown.update(run for _, run, _ in runs)
         else:
             lines += ["No run recorded yet.", ""]
+        stopped = [run for recipe in exp.recipes for run in unfinished.get(recipe, [])]
+        if stopped:
+            lines += ["Stopped before the end:", "", _STOPPED_HEADER]
+            lines += [_unfinished_line(results_dir, run, page.parent) for run in stopped] + [""]
     commands = [(run, s["command"]) for recipe in records for run, s in records[recipe] if run in shown]
     if commands:
         lines += ["## Commands", ""] + [f"- `{run}`: `{cmd}`" for run, cmd in commands] + [""]
