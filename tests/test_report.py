@@ -201,7 +201,7 @@ def test_report_lists_runs_stopped_before_their_end_apart_from_the_tables(tmp_pa
     results = tmp_path / "results"
     recipe = load_recipe("cifar10-fc-dropout")
     _write_record(results, "finished", recipe, 12.0, {"test-lossless-1000": {"error": 11.5}})
-    for run, about in [("stopped-by-hand", "# Stopped to give the CPU back"), ("still-going", None)]:
+    for run, about in [("stopped-by-hand", "# Stopped to give the CPU back | epoch 3"), ("still-going", None)]:
         (results / run).mkdir()
         (results / run / "recipe.toml").write_text(recipe_to_toml(recipe))
         rows = [{"epoch": e, "train_error": t, "valid_error": v} for e, t, v in [(1, 60.0, 50.0), (2, 45.0, 40.0),
@@ -215,7 +215,7 @@ def test_report_lists_runs_stopped_before_their_end_apart_from_the_tables(tmp_pa
     table5 = render(results, tmp_path / "docs" / "results.md").split("## Table 5")[1].split("\n## ")[0]
     assert "| `finished` | 12.00 (valid); 11.50 (test-lossless-1000) |" in table5
     assert "| `stopped-by-hand` | `cifar10-fc-dropout` | 3 of 260 | 41.25 | 45.00 (valid) | 40.00 (valid, epoch 2) " \
-           "| Stopped to give the CPU back | [curves](../results/stopped-by-hand/curves.png) |" in table5
+           "| Stopped to give the CPU back \\| epoch 3 | [curves](../results/stopped-by-hand/curves.png) |" in table5
     assert "| `still-going` | `cifar10-fc-dropout` | 3 of 260 | 41.25 | 45.00 (valid) | 40.00 (valid, epoch 2) " \
            "| last epoch ended 2026-12-05 15:00 UTC (sittings.json) |" in table5
     assert "| `finished` | `cifar10-fc-dropout` |" not in table5  # a finished run is not listed as stopped

@@ -59,7 +59,7 @@ def _unfinished_line(results_dir: Path, run: str, page_dir: Path) -> str:
     lowest = f"{best['valid_error']:.2f} ({split}, epoch {best['epoch']})" if best else "-"
     readme, sittings = results_dir / run / "README.md", results_dir / run / "sittings.json"
     if readme.exists():
-        about = readme.read_text().splitlines()[0].lstrip("# ").strip()
+        about = readme.read_text().splitlines()[0].lstrip("# ").strip().replace("|", "\\|")  # a table cell
     elif sittings.exists():
         about = f"last epoch ended {json.loads(sittings.read_text())['sittings'][-1]['updated']} (sittings.json)"
     else:
