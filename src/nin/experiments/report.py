@@ -33,13 +33,15 @@ def load_records(results_dir: Path) -> dict[str, list[tuple[str, dict[str, Any]]
     return records
 
 
-def load_unfinished(results_dir: Path) -> dict[str, list[str]]:
-    """Recipe name -> run folders that have curves but no summary: runs stopped before their end (by hand, a
-    health check or a lost machine) or still going; no test split was scored, so they stay out of the tables."""
-    unfinished: dict[str, list[str]] = {}
+def load_unfinished(results_dir: Path) -> dict[str, list[tuple[str, Recipe]]]:
+    """Recipe name -> [(run folder, its recipe)] for folders with curves but no summary: runs stopped before their
+    end (by hand, a health check or a lost machine) or still going; no test split was scored, so they stay out of
+    the tables."""
+    unfinished: dict[str, list[tuple[str, Recipe]]] = {}
     for path in sorted(results_dir.glob("*/metrics.jsonl")):
         if not (path.parent / "summary.json").exists() and (path.parent / "recipe.toml").exists():
-            unfinished.setdefault(load_recipe(str(path.parent / "recipe.toml")).name, []).append(path.parent.name)
+            recorded = load_recipe(str(path.parent / "recipe.toml"))
+            unfinished.setdefault(recorded.name, []).append((path.parent.name, recorded))
     return unfinished
 
 
@@ -47,16 +49,16 @@ _STOPPED_HEADER = ("| run | recipe | epochs run | training error (%) | last held
                    "error (%) | what it is | curves |\n|---|---|---|---|---|---|---|---|")
 
 
-def _unfinished_line(results_dir: Path, run: str, page_dir: Path) -> str:
+def _unfinished_line(results_dir: Path, run: str, recorded: Recipe, page_dir: Path) -> str:
     """How far a stopped run got, its held-out error then and at its lowest, and what it is: its README's title
     (written by hand for a stopped run), else when its last epoch ended (`nin reproduce`'s sittings.json)."""
-    recorded = load_recipe(str(results_dir / run / "recipe.toml"))
     rows = read_metrics(results_dir / run / "metrics.jsonl")  # written after an epoch: never empty
     held = [row for row in rows if row.get("valid_error") is not None]
-    split = recorded.eval_split
-    last = f"{held[-1]['valid_error']:.2f} ({split})" if held else "-"
-    best = min(held, key=lambda row: row["valid_error"]) if held else None
-    lowest = f"{best['valid_error']:.2f} ({split}, epoch {best['epoch']})" if best else "-"
+    last, lowest = "-", "-"
+    if held:
+        best = min(held, key=lambda row: row["valid_error"])
+        last = f"{held[-1]['valid_error']:.2f} ({recorded.eval_split})"
+        lowest = f"{best['valid_error']:.2f} ({recorded.eval_split}, epoch {best['epoch']})"
     readme, sittings = results_dir / run / "README.md", results_dir / run / "sittings.json"
     if readme.exists():
         about = readme.read_text().splitlines()[0].lstrip("# ").strip().replace("|", "\\|")  # a table cell
@@ -279,10 +281,10 @@ def render(results_dir: Path, page: Path) -> str:
             shown.update(run for _, run, _ in runs)
         else:
             lines += ["No run recorded yet.", ""]
-        stopped = [run for recipe in exp.recipes for run in unfinished.get(recipe, [])]
+        stopped = [record for recipe in exp.recipes for record in unfinished.get(recipe, [])]
         if stopped:
             lines += ["Stopped before the end:", "", _STOPPED_HEADER]
-            lines += [_unfinished_line(results_dir, run, page.parent) for run in stopped] + [""]
+            lines += [_unfinished_line(results_dir, run, recorded, page.parent) for run, recorded in stopped] + [""]
     commands = [(run, s["command"]) for recipe in records for run, s in records[recipe] if run in shown]
     if commands:
         lines += ["## Commands", ""] + [f"- `{run}`: `{cmd}`" for run, cmd in commands] + [""]
