@@ -23,9 +23,10 @@ from nin.checkpoint import load_checkpoint, save_checkpoint
 # the code under test: keep these imports together, so they are easy to re-point when modules move
 from nin.models import create_model, param_groups
 from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
+from nin.train.optimizer import build_optimizer
 from nin.train.health import HealthMonitor
 from nin.train.metrics import read_metrics
-from nin.train.recipe import recipe_from_dict
+from nin.train.recipe import RecipeError, recipe_from_dict
 
 LR = 0.1
 
@@ -384,6 +385,38 @@ def test_a_model_without_multipliers_gets_the_base_rate_everywhere() -> None:
     groups = param_groups(nn.Linear(3, 2), 0.5, 1e-4)
     assert [(g["lr"], g["lr_mult"], g["bias"], g["weight_decay"], len(g["params"])) for g in groups] == [
         (0.5, 1.0, True, 0.0, 1), (0.5, 1.0, False, 1e-4, 1)]
+
+
+def test_the_head_weight_decay_reaches_the_fully_connected_weights_only() -> None:
+    """``head_weight_decay`` (cuda-convnet's per-layer ``wc``: 1 on fc10 in layers-18pct) through the recipe and the
+    optimizer the Trainer builds, read off one real SGD step with zero gradients, where each weight shrinks by
+    ``1 - rate * its decay`` (cuda-convnet's ``wc * epsW`` per step). Catches a decay given to the wrong layer, to
+    the biases, ignored, or replacing the other layers' decay."""
+    recipe = apply_overrides(load_recipe("cnn-fc"), ["head_weight_decay=1.0", "momentum=0.0"])
+    assert (recipe.lr, recipe.weight_decay) == (0.001, 0.004)
+    model = create_model(recipe.model, **recipe.model_args).double()
+    optimizer = build_optimizer(model, recipe)
+    with torch.no_grad():  # the biases start at 0, where no decay would show
+        for p in model.parameters():
+            p.add_(1.0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    fc = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(fc) == 1
+    for name, p in model.named_parameters():
+        decay = 0.0 if name.endswith("bias") else 1.0 if name == f"{fc[0]}.weight" else 0.004
+        assert torch.allclose(p.detach(), before[name] * (1 - 0.001 * decay), rtol=0, atol=1e-15), name
+
+
+def test_a_head_weight_decay_without_head_weights_is_refused() -> None:
+    """Under global average pooling there is no fully connected layer to decay: said at once, by option name."""
+    with pytest.raises(RecipeError, match="head_weight_decay = 1.0 needs a fully connected head, and cnn_cifar10_gap "
+                                          "has none"):
+        apply_overrides(load_recipe("cnn-gap"), ["head_weight_decay=1.0"])
+    with pytest.raises(ValueError, match="head has no weights to decay"):
+        param_groups(create_model("nin_cifar10"), 0.1, 1e-4, head_weight_decay=1.0)
 
 
 # --------------------------------------------------------------------------------------- dead class maps

@@ -25,8 +25,8 @@ def sgd(groups: list[dict[str, Any]], *, lr: float, momentum: float, nesterov: b
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    return sgd(param_groups(model, recipe.lr, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
-               nesterov=recipe.nesterov)
+    groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.head_weight_decay)
+    return sgd(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
 
 
 def build_schedule(recipe: Recipe, steps_per_epoch: int) -> Schedule:

@@ -16,7 +16,7 @@ import torch
 from nin.checkpoint import nonfinite
 from nin.data import SPLITS, build_pipeline, shares_images
 from nin.errors import NinError
-from nin.models import create_model, list_models
+from nin.models import create_model, head_weights, list_models
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,9 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+    # the fully connected head's own weight decay (None: weight_decay): cuda-convnet gives every layer its own wc,
+    # and the config the conventional CNN comes from (layers-18pct) decays its fc10 with wc 1, 250x its convolutions'
+    head_weight_decay: float | None = None
     label_smoothing: float = 0.0
     # schedule: "paper" (divide by 10 when training error stops improving), "step", "cosine", "onecycle", "constant"
     schedule: str = "constant"
@@ -101,7 +104,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "eval_batch_size": _AT_LEAST_1, "save_every": _AT_LEAST_1,
     "plateau_patience": _AT_LEAST_1, "subset": (lambda v: v >= 1, "a positive number of images"),
     "seed": _AT_LEAST_0, "warmup_epochs": _AT_LEAST_0, "augment_pad": _AT_LEAST_0, "plateau_max_drops": _AT_LEAST_0,
-    "weight_decay": _AT_LEAST_0, "plateau_min_delta": _AT_LEAST_0,
+    "weight_decay": _AT_LEAST_0, "head_weight_decay": _AT_LEAST_0, "plateau_min_delta": _AT_LEAST_0,
     "lr": (lambda v: v > 0, "positive (the SGD step size)"),
     "momentum": (lambda v: 0 <= v < 1, "at least 0 and below 1 (0.9 is usual; from 1 on, old gradients never fade "
                                       "and training diverges)"),
@@ -189,9 +192,12 @@ def _check_names(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: model = {recipe.model!r} is unknown; models: {', '.join(list_models())}")
     try:
         with torch.device("meta"):  # builds the modules without allocating or initializing any weight
-            create_model(recipe.model, **recipe.model_args)
+            model = create_model(recipe.model, **recipe.model_args)
     except (TypeError, ValueError, RuntimeError) as err:
         raise RecipeError(f"{where}: model_args {recipe.model_args} do not fit {recipe.model}: {err}") from None
+    if recipe.head_weight_decay is not None and not head_weights(model):
+        raise RecipeError(f"{where}: head_weight_decay = {recipe.head_weight_decay} needs a fully connected head, and "
+                          f"{recipe.model} has none (its head has no weights); leave head_weight_decay out")
     try:
         build_pipeline(recipe.preprocess)
     except (ValueError, TypeError) as err:
