@@ -23,9 +23,9 @@ from nin.checkpoint import load_checkpoint, save_checkpoint
 # the code under test: keep these imports together, so they are easy to re-point when modules move
 from nin.models import create_model, param_groups
 from nin.train import Trainer, TrainingError, apply_overrides, load_recipe
-from nin.train.optimizer import build_optimizer
 from nin.train.health import HealthMonitor
 from nin.train.metrics import read_metrics
+from nin.train.optimizer import build_optimizer
 from nin.train.recipe import RecipeError, recipe_from_dict
 
 LR = 0.1
@@ -388,8 +388,8 @@ def test_a_model_without_multipliers_gets_the_base_rate_everywhere() -> None:
 
 
 def test_the_head_weight_decay_reaches_the_fully_connected_weights_only() -> None:
-    """``head_weight_decay`` (cuda-convnet's per-layer ``wc``: 1 on fc10 in layers-18pct) through the recipe and the
-    optimizer the Trainer builds, read off one real SGD step with zero gradients, where each weight shrinks by
+    """``head_weight_decay`` (cuda-convnet's per-layer ``wc``: 1 on fc10 in layer-params-18pct.cfg) through the recipe
+    and the optimizer the Trainer builds, read off one real SGD step with zero gradients, where each weight shrinks by
     ``1 - rate * its decay`` (cuda-convnet's ``wc * epsW`` per step). Catches a decay given to the wrong layer, to
     the biases, ignored, or replacing the other layers' decay."""
     recipe = apply_overrides(load_recipe("cnn-fc"), ["head_weight_decay=1.0", "momentum=0.0"])
