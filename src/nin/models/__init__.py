@@ -4,11 +4,11 @@ from nin.models import d2l as _d2l  # noqa: F401  (registers the d2l.ai peer)
 from nin.models import nin as _nin  # noqa: F401  (registers the NIN builders)
 from nin.models.base import ClassMapNetwork
 from nin.models.nin import NIN, Stage
-from nin.models.param_groups import head_weights, param_groups
+from nin.models.param_groups import param_groups
 from nin.models.profile import Profile, profile_model
 from nin.models.registry import ModelInfo, create_model, list_models, model_info, register_model
 
 __all__ = [
-    "NIN", "ClassMapNetwork", "ModelInfo", "Profile", "Stage", "create_model", "head_weights", "list_models",
-    "model_info", "param_groups", "profile_model", "register_model",
+    "NIN", "ClassMapNetwork", "ModelInfo", "Profile", "Stage", "create_model", "list_models", "model_info",
+    "param_groups", "profile_model", "register_model",
 ]

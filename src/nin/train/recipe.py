@@ -16,7 +16,8 @@ import torch
 from nin.checkpoint import nonfinite
 from nin.data import SPLITS, build_pipeline, shares_images
 from nin.errors import NinError
-from nin.models import create_model, head_weights, list_models
+from nin.models import create_model, list_models
+from nin.models.param_groups import head_weights
 
 if sys.version_info >= (3, 11):
     import tomllib
