@@ -141,7 +141,14 @@ def test_report_gives_mean_and_std_over_the_seeds_of_one_procedure(tmp_path: Pat
     assert text.count("| mean ± std of") == 1
 
     _write_record(results, "d-seed0-again", dataclasses.replace(fast, seed=0), 1.5, {})
-    assert "| mean ± std of" not in render(results, tmp_path / "docs" / "results.md")  # two runs of seed 0: no spread
+    text = render(results, tmp_path / "docs" / "results.md")
+    assert "`a-seed0`, `b-seed1`, `c-seed2` | 2.33 ± 1.53 (valid); 0.70 ± 0.20 (test) |" in text  # a rerun: no sample
+
+    summary = json.loads((results / "d-seed0-again" / "summary.json").read_text())
+    (results / "d-seed0-again" / "summary.json").write_text(json.dumps(summary | {"date": "2026-12-07 01:17 UTC"}))
+    text = render(results, tmp_path / "docs" / "results.md")  # d now ran first: a-seed0 is the rerun
+    # by hand: mean(2, 4, 1.5) = 2.50, sample std sqrt((0.25 + 2.25 + 1) / 2) = 1.32; d measured no test split
+    assert "mean ± std of 3 seeds: `b-seed1`, `d-seed0-again`, `c-seed2` | 2.50 ± 1.32 (valid) |" in text
 
 
 def test_report_compares_a_record_with_the_model_defaults_of_its_day(tmp_path: Path) -> None:

@@ -120,7 +120,8 @@ class SeedGroup:
 def seed_groups(records: dict[str, list[tuple[str, dict[str, Any]]]], recorded: dict[str, Recipe],
                 values: dict[str, dict[str, float]]) -> list[SeedGroup]:
     """Mean ± sample standard deviation over every set of at least two runs with the same procedure and distinct
-    seeds, whichever recipe name each was trained under, over the splits that every run of the set measured."""
+    seeds, whichever recipe name each was trained under, over the splits that every run of the set measured. A
+    later run of a seed already in the set (a rerun, say on another machine) is left out: it is no new sample."""
     groups: dict[str, list[tuple[str, str, str]]] = {}
     for recipe, runs in records.items():
         for run, summary in runs:
@@ -128,8 +129,12 @@ def seed_groups(records: dict[str, list[tuple[str, dict[str, Any]]]], recorded: 
             groups.setdefault(key, []).append((run, recipe, summary.get("date", "")))
     found = []
     for members in groups.values():
+        first_of_seed: dict[int, str] = {}
+        for run, _, _ in sorted(members, key=lambda member: member[2]):
+            first_of_seed.setdefault(recorded[run].seed, run)
+        members = [member for member in members if member[0] in first_of_seed.values()]
         runs = [run for run, _, _ in members]
-        if len(runs) < 2 or len({recorded[run].seed for run in runs}) < len(runs):
+        if len(runs) < 2:
             continue
         first, date = runs[0], members[0][2]
         as_shipped = [recipe for _, recipe, _ in members if not changed_fields(recorded[first], recipe, date)]
@@ -253,8 +258,8 @@ def render(results_dir: Path, page: Path) -> str:
              "paper has none (Fashion-MNIST), a peer's. A run marked `changed` did not follow its recipe as shipped: "
              "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
              "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
-             "deviation), under the recipe they ran as shipped. Under a table with runs of two or more recipes, "
-             "`Matched comparisons` names the runs that differ only in what their rows compare. Runs stopped before "
+             "deviation; of two runs with one seed, the earlier), under the recipe they ran as shipped. Under a "
+             "table with runs of two or more recipes, `Matched comparisons` names the runs that differ only in what their rows compare. Runs stopped before "
              "their end have no test split scored and no row in the tables: each table's `Stopped before the end` "
              "list shows how far they got.", ""]
     shown: set[str] = set()
