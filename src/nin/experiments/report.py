@@ -259,9 +259,9 @@ def render(results_dir: Path, page: Path) -> str:
              "the Runs tables list the fields it changed (fewer epochs, another schedule, ...). A `mean ± std of N "
              "seeds` row summarizes runs of one procedure that differ only in their seed (sample standard "
              "deviation; of two runs with one seed, the earlier), under the recipe they ran as shipped. Under a "
-             "table with runs of two or more recipes, `Matched comparisons` names the runs that differ only in what their rows compare. Runs stopped before "
-             "their end have no test split scored and no row in the tables: each table's `Stopped before the end` "
-             "list shows how far they got.", ""]
+             "table with runs of two or more recipes, `Matched comparisons` names the runs that differ only in what "
+             "their rows compare. Runs stopped before their end have no test split scored and no row in the "
+             "tables: each table's `Stopped before the end` list shows how far they got.", ""]
     shown: set[str] = set()
     header = ("| run | our error (%) | epochs | training time | precision | hardware | commit | date | changed from the "
               "recipe | curves |\n|---|---|---|---|---|---|---|---|---|---|")
