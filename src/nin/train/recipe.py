@@ -61,7 +61,7 @@ class Recipe:
     nesterov: bool = False
     weight_decay: float = 5e-4
     # the fully connected head's own weight decay (None: weight_decay): cuda-convnet gives every layer its own wc,
-    # and the 18pct config, whose layout the conventional CNN follows, decays its fc10 with wc 1, 250x its convolutions'
+    # and the 18pct config, whose layout the conventional CNN extends, decays its fc10 with wc 1, 250x its convolutions'
     head_weight_decay: float | None = None
     label_smoothing: float = 0.0
     # schedule: "paper" (divide by 10 when training error stops improving), "step", "cosine", "onecycle", "constant"
