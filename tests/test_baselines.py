@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import nin
-from nin.layers import LocallyConnected2d
+from nin.layers import LocallyConnected2d, SpatialResponseNorm
 from nin.models import profile_model
 from nin.models.baselines import ConventionalCNN
 
@@ -125,6 +125,41 @@ def test_rnorm_is_cuda_convnet_cross_map_normalization():
         lo, hi = max(0, f - n // 2), min(20, f - n // 2 + n)
         expected[:, f] = x[:, f] * (1 + alpha / n * x[:, lo:hi].square().sum(1)) ** -beta
     torch.testing.assert_close(rnorm(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def spatial_rnorm_loops(x: torch.Tensor, size: int, alpha: float, beta: float) -> torch.Tensor:
+    """cuda-convnet's ``kCNorm_fewfilter`` written out: the window of each pixel starts size // 2 above and left of it,
+    is clipped to the map, and ``layer.py`` divides the config's scale by size²."""
+    height, width = x.shape[-2:]
+    out = torch.empty_like(x)
+    for py in range(height):
+        for px in range(width):
+            y0, x0 = py - size // 2, px - size // 2
+            window = x[..., max(0, y0):min(height, y0 + size), max(0, x0):min(width, x0 + size)]
+            energy = window.square().sum(dim=(-2, -1))
+            out[..., py, px] = x[..., py, px] * (1 + alpha / size**2 * energy) ** -beta
+    return out
+
+
+@pytest.mark.parametrize("size,height,width", [(9, 8, 8), (9, 16, 16), (3, 5, 7), (4, 6, 5), (1, 3, 3)])
+def test_spatial_response_norm_matches_cuda_convnet_rnorm(size, height, width):
+    x = torch.randn(2, 3, height, width, dtype=torch.float64) * 10
+    layer = SpatialResponseNorm(size, alpha=1e-3, beta=0.75)
+    torch.testing.assert_close(layer(x), spatial_rnorm_loops(x, size, 1e-3, 0.75), rtol=1e-12, atol=1e-12)
+
+
+def test_response_norm_option_swaps_both_normalizations_and_nothing_else():
+    cross, spatial = (nin.create_model("cnn_cifar10_fc", response_norm=kind) for kind in ("cross-map", "spatial"))
+    assert [type(m).__name__ for m in spatial.features] == [
+        "SpatialResponseNorm" if isinstance(m, nn.LocalResponseNorm) else type(m).__name__ for m in cross.features]
+    spatial.load_state_dict(cross.state_dict())  # same parameters, so recipes and checkpoints carry over
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64) * 10
+    torch.testing.assert_close(spatial.features.rnorm2.double()(x), spatial_rnorm_loops(x, 9, 1e-3, 0.75))
+
+
+def test_unknown_response_norm_is_named():
+    with pytest.raises(ValueError, match="unknown response_norm 'spacial'; use 'cross-map' or 'spatial'"):
+        ConventionalCNN(response_norm="spacial")
 
 
 def test_dropout_only_in_fc_dropout_variant_and_only_in_training():

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from nin.layers import LocallyConnected2d
+from nin.layers import LocallyConnected2d, SpatialResponseNorm
 from nin.models.base import ClassMapNetwork
 from nin.models.heads import FCHead, GAPHead
 from nin.models.registry import register_model
@@ -28,6 +28,12 @@ from nin.models.registry import register_model
 # computes x · (1 + α/N · Σ x²)^(−β) over the N maps centred on x, which is exactly
 # nn.LocalResponseNorm(size=N, alpha=α, beta=β, k=1): PyTorch also divides α by N.
 RNORM_SIZE, RNORM_ALPHA, RNORM_BETA = 9, 1e-3, 0.75
+# The other reading of the same numbers: a 9×9 window of each map (cuda-convnet's ``rnorm``, the type
+# ``layers-18pct.cfg`` uses), offered to test whether the normalization type explains the CNN's miss.
+RESPONSE_NORMS = {
+    "cross-map": lambda: nn.LocalResponseNorm(RNORM_SIZE, RNORM_ALPHA, RNORM_BETA, k=1.0),
+    "spatial": lambda: SpatialResponseNorm(RNORM_SIZE, RNORM_ALPHA, RNORM_BETA, k=1.0),
+}
 
 # Gaussian init stds of cuda-convnet's CIFAR configs (``initW``); biases start at 0.
 INIT_STD = {"conv1": 1e-4, "conv2": 1e-2, "conv3": 1e-2, "local4": 0.04, "fc": 0.01}
@@ -46,6 +52,7 @@ class ConventionalCNN(ClassMapNetwork):
     the latter) on ``local_maps`` maps, 16 by default as in the dropout paper. ``head='gap'``
     averages the locally connected layer's maps, so it needs exactly ``num_classes`` of them.
     Biases learn at 2× the weights' rate, as in every cuda-convnet CIFAR config (epsB = 2·epsW).
+    ``response_norm='spatial'`` normalizes over a 9×9 window of each map instead of 9 maps.
     """
 
     def __init__(
@@ -59,10 +66,13 @@ class ConventionalCNN(ClassMapNetwork):
         bias_lr_mult: float = 2.0,
         last_layer_lr_mult: float = 1.0,
         last_layer_bias_lr_mult: float | None = None,
+        response_norm: str = "cross-map",
     ) -> None:
         super().__init__(bias_lr_mult, last_layer_lr_mult, last_layer_bias_lr_mult)
         if head not in ("fc", "fc-dropout", "gap"):
             raise ValueError(f"unknown head {head!r}; use 'gap', 'fc' or 'fc-dropout'")
+        if response_norm not in RESPONSE_NORMS:
+            raise ValueError(f"unknown response_norm {response_norm!r}; use 'cross-map' or 'spatial'")
         if local_maps is None:
             local_maps = num_classes if head == "gap" else 16
         if head == "gap" and local_maps != num_classes:
@@ -73,11 +83,11 @@ class ConventionalCNN(ClassMapNetwork):
             ("conv1", _gaussian(nn.Conv2d(in_channels, width, 5, padding=2), INIT_STD["conv1"])),
             ("relu1", nn.ReLU(inplace=True)),
             ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
-            ("rnorm1", nn.LocalResponseNorm(RNORM_SIZE, RNORM_ALPHA, RNORM_BETA, k=1.0)),
+            ("rnorm1", RESPONSE_NORMS[response_norm]()),
             ("conv2", _gaussian(nn.Conv2d(width, width, 5, padding=2), INIT_STD["conv2"])),
             ("relu2", nn.ReLU(inplace=True)),
             ("pool2", nn.AvgPool2d(3, stride=2, ceil_mode=True)),
-            ("rnorm2", nn.LocalResponseNorm(RNORM_SIZE, RNORM_ALPHA, RNORM_BETA, k=1.0)),
+            ("rnorm2", RESPONSE_NORMS[response_norm]()),
             ("conv3", _gaussian(nn.Conv2d(width, width, 5, padding=2), INIT_STD["conv3"])),
             ("relu3", nn.ReLU(inplace=True)),
             ("pool3", nn.AvgPool2d(3, stride=2, ceil_mode=True)),
