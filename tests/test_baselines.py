@@ -154,7 +154,7 @@ def test_response_norm_option_swaps_both_normalizations_and_nothing_else():
         "SpatialResponseNorm" if isinstance(m, nn.LocalResponseNorm) else type(m).__name__ for m in cross.features]
     spatial.load_state_dict(cross.state_dict())  # same parameters, so recipes and checkpoints carry over
     x = torch.randn(2, 64, 8, 8, dtype=torch.float64) * 10
-    torch.testing.assert_close(spatial.features.rnorm2.double()(x), spatial_rnorm_loops(x, 9, 1e-3, 0.75))
+    torch.testing.assert_close(spatial.features.rnorm2(x), spatial_rnorm_loops(x, 9, 1e-3, 0.75))
 
 
 def test_unknown_response_norm_is_named():

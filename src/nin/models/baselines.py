@@ -72,7 +72,7 @@ class ConventionalCNN(ClassMapNetwork):
         if head not in ("fc", "fc-dropout", "gap"):
             raise ValueError(f"unknown head {head!r}; use 'gap', 'fc' or 'fc-dropout'")
         if response_norm not in RESPONSE_NORMS:
-            raise ValueError(f"unknown response_norm {response_norm!r}; use 'cross-map' or 'spatial'")
+            raise ValueError(f"unknown response_norm {response_norm!r}; use {' or '.join(map(repr, RESPONSE_NORMS))}")
         if local_maps is None:
             local_maps = num_classes if head == "gap" else 16
         if head == "gap" and local_maps != num_classes:
