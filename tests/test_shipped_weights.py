@@ -62,7 +62,9 @@ def test_each_card_names_the_hashes_of_its_files(name: str) -> None:
 def test_nin_eval_reproduces_each_cards_recorded_error(name: str, shared_data: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     card = CARDS[name]
-    split = "test" if "test" in card.errors else next(iter(card.errors))
+    # the smallest held-out split the card names: without bf16 instructions a CPU emulates bf16 slowly (a Zen 3, one
+    # thread: 61 s for nin_cifar10.paper50k's 1,000 lossless test images, 439 s for nin_mnist.paper's 10,000)
+    split = next((s for s in ("test-lossless-1000", "test") if s in card.errors), next(iter(card.errors)))
     _skip_without_the_data(card, shared_data)
     summary = json.loads((REPO / card.record / "summary.json").read_text())
     # at the precision the run scored itself in: fp32 against bf16 would flip images of its own (nin_cifar10.paper50k:
@@ -90,10 +92,12 @@ def test_weights_trained_on_train_and_valid_warn_when_scored_on_valid(shared_dat
     """nin_cifar10.paper50k learned the 'valid' images (the paper's retraining): its error there, near 0, would
     read as a held-out error without the warning."""
     _skip_without_the_data(CARDS["nin_cifar10.paper50k"], shared_data)
-    assert main(["eval", "nin_cifar10.paper50k", "--split", "valid", "--data-dir", str(shared_data)]) == 0
-    err = capsys.readouterr().err
+    assert main(["eval", "nin_cifar10.paper50k", "--split", "valid", "--data-dir", str(shared_data), "--json"]) == 0
+    out, err = capsys.readouterr()
     assert ("nin eval: warning: nin_cifar10.paper50k was trained on cifar10 'train+valid', which holds the images of "
             "'valid': this error is measured on images it trained on, not held-out ones") in err
+    # and 'valid' is those images: it knows them all (0.00% measured), where held-out ones cost it 9.8%
+    assert json.loads(out)["error"] < 1.0
 
 
 SPLIT_FOLDERS = {"cifar10": "cifar-10-lossless-train-batches-py"}
