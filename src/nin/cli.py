@@ -128,6 +128,7 @@ def _eval(args: argparse.Namespace) -> int:
     from nin.data import shares_images
     from nin.inference.evaluate import evaluate
     from nin.inference.pretrained import open_trained
+    from nin.utils.hardware import slow_bf16_warning
 
     trained = open_trained(args.checkpoint, data_dir=args.data_dir)
     data = trained.load_split(args.split, args.data_dir)
@@ -138,6 +139,9 @@ def _eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
     trained.check_images(data.images, data.description)
     model, precision = trained.model, args.precision
+    slow = slow_bf16_warning(torch.device("cpu"), precision)  # nin eval runs on the CPU
+    if slow:
+        print(f"nin eval: warning: {slow}", file=sys.stderr)
     if precision == "int8":
         from nin.inference.quantize import quantize_int8
 

@@ -30,7 +30,7 @@ from nin.train.recipe import RECIPE_DEFAULTS, Recipe, RecipeError, recipe_to_tom
 from nin.train.run_folder import claim_run_folder, clear_run
 from nin.utils.atomic import atomic_write_text
 from nin.utils.distributed import World, all_reduce_sum, barrier, init_world, shutdown
-from nin.utils.hardware import describe_hardware
+from nin.utils.hardware import describe_hardware, slow_bf16_warning
 from nin.utils.provenance import git_commit, source_digest
 from nin.utils.runlock import FolderLock, describe_holder
 
@@ -116,6 +116,9 @@ class Trainer:
         self.overwrite = overwrite
         self.device, self.world = _device_and_world(recipe)
         self.progress = progress and self.world.is_main
+        slow = slow_bf16_warning(self.device, recipe.precision)
+        if slow and self.world.is_main:
+            print(f"warning: {slow}", file=sys.stderr)
         self.command = command or " ".join(sys.argv)
         self.checkpoint_path = self.out_dir / "last.pt"
         self._lock = self._claim_folder(resume, overwrite)

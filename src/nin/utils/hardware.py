@@ -1,4 +1,4 @@
-"""A short description of the machine a run used, for the results record."""
+"""A short description of the machine a run used, for the results record; whether it runs bf16 at speed."""
 from __future__ import annotations
 
 import os
@@ -33,3 +33,18 @@ def describe_hardware(device: torch.device) -> str:
         cpuinfo = ""
     cpu = cpu_name(cpuinfo)
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def bf16_is_emulated(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU without the instructions oneDNN's bf16 kernels need (AVX-512 or AMX; an AMD Zen 3
+    has AVX2 only): PyTorch then emulates bf16, slower than fp32 by a multiple (``results/bench/cpu.md``)."""
+    return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def slow_bf16_warning(device: torch.device, precision: str) -> str | None:
+    """A warning for bf16 asked of a CPU that emulates it: the recipes ask for bf16, which is fast on the CPUs
+    they were measured on, so a user elsewhere would otherwise train many times slower without knowing why."""
+    if precision != "bf16" or not bf16_is_emulated(device):
+        return None
+    return ("this CPU has no bf16 instructions (AVX-512 or AMX), so PyTorch emulates bf16, many times slower than "
+            "fp32; --precision fp32 runs faster here (its numbers differ slightly from a bf16 run's)")
