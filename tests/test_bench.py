@@ -10,9 +10,8 @@ import torch
 
 from nin.bench import runner as bench
 from nin.bench.reference import PAD, ReferenceTransform, crop_flip
-from nin.bench.runner import MODEL, PHASES, SIDES, BenchConfig, OursTrainer, build_runner, fit_preprocess, load_images
+from nin.bench.runner import PHASES, SIDES, BenchConfig, build_runner, fit_preprocess, load_images
 from nin.data import Augment
-from nin.models import create_model
 
 TINY = BenchConfig(steps=1, repeats=2, batch_size=4, eval_batch_size=8, images=8, device="cpu", matmul_size=64)
 CPU = torch.device("cpu")
@@ -95,7 +94,7 @@ def test_reference_and_ours_compute_the_same_fp32_training_step() -> None:
     images, labels, _ = load_images(TINY)
     preprocess = fit_preprocess(images)
     reference = build_runner("reference", images, labels, preprocess, TINY, CPU)
-    ours = OursTrainer(create_model(MODEL), images, labels, preprocess, len(images), TINY, CPU, precision="fp32")
+    ours = build_runner("ours", images, labels, preprocess, dataclasses.replace(TINY, precision="fp32"), CPU)
     ours.model.load_state_dict(reference.model.state_dict())
     reference.model.eval()  # dropout off: its masks are random, the rest of the step is not
     ours.model.eval()
@@ -116,6 +115,49 @@ def test_reference_and_ours_compute_the_same_fp32_training_step() -> None:
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
         if p.ndim > 1:  # weights: lr multiplier 1 and weight decay on both sides, so the same update
             torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_ours_in_fp32_trains_and_infers_without_autocast() -> None:
+    """For a CPU without bf16 instructions: ``--precision fp32`` trains ours in fp32 (the step above), and
+    ``--inference-precision fp32`` infers in fp32 even from data kept in bf16 for bf16 training; the report then
+    sets ours against the fp32 peak. Catches autocast left on, bf16 data fed to fp32 weights, the wrong peak."""
+    images, labels, _ = load_images(TINY)
+    config = dataclasses.replace(TINY, inference_precision="fp32")
+    ours = build_runner("ours", images, labels, fit_preprocess(images), config, CPU)
+    seen = []
+    ours.model.features[0].register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    ours.infer()
+    assert ours.loader.images.dtype == torch.bfloat16 and seen and set(seen) == {(torch.float32, torch.float32)}
+    config = dataclasses.replace(TINY, precision="fp32", inference_precision="fp32", memory=False, layers=False)
+    assert "--precision fp32 --inference-precision fp32" in " ".join(config.to_args())
+    report = bench.run_benchmark(config)
+    assert report["config"]["precision"] == "fp32"
+    text = bench.format_report(report)
+    for phase in PHASES:
+        assert f"ours {100 * report[phase]['ours']['fraction_of_fp32_peak']:.0f}% of the fp32 peak" in text, phase
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("precision", "inference_precision", "warned"),
+                         [("bf16", "bf16", True), ("fp32", "bf16", True), ("bf16", "int8", True),
+                          ("fp32", "fp32", False), ("fp32", "int8", False)])
+def test_nin_bench_warns_where_bf16_is_emulated_unless_ours_runs_without_it(
+        precision: str, inference_precision: str, warned: bool, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """Before the long run, as ours would be timed in emulated bf16 (0.09× the port's training on a Zen 3)."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+
+    def stop(config: BenchConfig, command: str) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(bench, "run_benchmark", stop)
+    with pytest.raises(_Stop):
+        bench.bench_command(dataclasses.replace(TINY, precision=precision, inference_precision=inference_precision),
+                            "nin bench")
+    assert ("nin bench: warning: this CPU has no bf16 instructions" in capsys.readouterr().err) == warned
 
 
 def test_reference_transforms_match_our_preprocessing_and_augmentation() -> None:

@@ -212,7 +212,7 @@ def _bench(args: argparse.Namespace) -> int:
                          eval_batch_size=args.eval_batch_size, images=args.images, device=args.device,
                          data_dir=args.data_dir, compile=args.compile, cuda_graphs=args.cuda_graphs,
                          threads=args.threads, memory=args.memory, matmul_size=args.matmul_size, layers=args.layers,
-                         seed=args.seed, inference_precision=args.inference_precision)
+                         seed=args.seed, precision=args.precision, inference_precision=args.inference_precision)
     command = "nin " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(bench_command(config, command, args.json))
     return 0
@@ -410,8 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive, default=5, help="timed runs per side, interleaved (default 5)")
     p.add_argument("--batch-size", type=_positive, default=128, help="training batch of both sides (default 128)")
     p.add_argument("--eval-batch-size", type=_positive, default=500, help="ours' inference batch (default 500)")
-    p.add_argument("--inference-precision", choices=["bf16", "int8"], default="bf16",
-                   help="ours' inference: bf16 autocast, or an int8 copy (x86 CPUs; see nin.inference.quantize)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="ours' training: bf16 autocast, or fp32 (for a CPU without bf16 instructions)")
+    p.add_argument("--inference-precision", choices=["bf16", "fp32", "int8"], default="bf16",
+                   help="ours' inference: bf16 autocast, fp32, or an int8 copy (x86 CPUs; see nin.inference.quantize)")
     p.add_argument("--images", type=_positive, default=10_000, help="size of the data slice (default 10000)")
     p.add_argument("--data-dir", help="dataset root holding CIFAR-10 (default: random uint8 images)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default: auto)")

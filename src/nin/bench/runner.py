@@ -40,7 +40,7 @@ from nin.train.engine import resolve_device, train_step
 from nin.train.graphs import graph_training_forward
 from nin.train.optimizer import sgd
 from nin.utils.atomic import atomic_write_text
-from nin.utils.hardware import describe_hardware
+from nin.utils.hardware import describe_hardware, slow_bf16_warning
 
 MODEL = "nin_cifar10"
 INPUT_SIZE = (3, 32, 32)
@@ -64,7 +64,8 @@ class BenchConfig:
     repeats: int = 5
     batch_size: int = 128
     eval_batch_size: int = 500  # ours; the reference infers in batches of batch_size, as a port's test loop
-    inference_precision: str = "bf16"  # ours: bf16 autocast, or "int8" (a quantized copy, CPU only)
+    precision: str = "bf16"  # ours' training: bf16 autocast, or fp32 (where bf16 is emulated: slow_bf16_warning)
+    inference_precision: str = "bf16"  # ours: bf16 autocast, fp32, or "int8" (a quantized copy, CPU only)
     images: int = 10_000  # the data slice: the first training images, or random ones
     device: str = "auto"
     data_dir: str | None = None  # None: random uint8 images
@@ -80,7 +81,8 @@ class BenchConfig:
         """The ``nin bench`` options that reproduce this configuration."""
         args = ["--steps", str(self.steps), "--repeats", str(self.repeats), "--batch-size", str(self.batch_size),
                 "--eval-batch-size", str(self.eval_batch_size), "--images", str(self.images),
-                "--device", self.device, "--seed", str(self.seed), "--inference-precision", self.inference_precision]
+                "--device", self.device, "--seed", str(self.seed), "--precision", self.precision,
+                "--inference-precision", self.inference_precision]
         if self.data_dir is not None:
             args += ["--data-dir", self.data_dir]
         if self.threads is not None:
@@ -108,11 +110,12 @@ def _epochs(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 class OursTrainer:
     """The engine's path: standardized images resident on the device, batched zero-pad-4 crops and flips,
-    channels_last, bf16 autocast, SGD with the model's parameter groups; inference in eval mode under
+    channels_last, bf16 autocast (or fp32), SGD with the model's parameter groups; inference in eval mode under
     ``torch.inference_mode`` in batches of ``eval_batch_size``."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, preprocess: Pipeline,
-                 eval_images: int, config: BenchConfig, device: torch.device, precision: str = "bf16") -> None:
+                 eval_images: int, config: BenchConfig, device: torch.device) -> None:
+        precision = config.precision
         self.preprocess = preprocess
         resident = self.preprocess.transform(images).to(resident_dtype(precision))
         self.loader = DeviceLoader(resident, labels, config.batch_size, seed=config.seed,
@@ -132,6 +135,7 @@ class OursTrainer:
         if config.inference_precision == "int8" and device.type != "cpu":
             raise QuantizationError("int8 inference runs on x86 CPUs only; use --device cpu or bf16")
         self.int8_wanted = config.inference_precision == "int8"
+        self.inference_precision = config.inference_precision
         self.int8: nn.Module | None = None  # made at the first inference (a warm-up), so training never holds it
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,8 +157,10 @@ class OursTrainer:
                 self.int8(chunk.float())
             return
         self.model.eval()
-        with autocast(self.device, self.precision):
+        fp32 = self.inference_precision == "fp32"
+        with autocast(self.device, self.inference_precision):
             for chunk in self.eval_images.split(self.eval_batch_size):
+                chunk = chunk.float() if fp32 else chunk  # data resident in bf16 for bf16 training
                 self.forward(chunk.contiguous(memory_format=torch.channels_last))
 
 
@@ -368,6 +374,9 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a short table for the terminal."""
     config, peak = report["config"], report["peak"]
+    # the peak of the precision ours ran each phase in (int8 inference against bf16's, as before fp32 was a choice)
+    ours_precision = {"train": config.get("precision", "bf16"),
+                      "inference": "fp32" if config.get("inference_precision") == "fp32" else "bf16"}
     lines = [
         f"NIN-CIFAR10 on {report['hardware']}",
         f"data: {report['data']}",
@@ -387,7 +396,8 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{result['ratio']:8.2f}× {target:>7s} {'met' if result['met'] else 'MISSED'}")
         lines.append(f"{phase + ' GFLOP/s':22s} {r['gflops']:10.1f} {o['gflops']:10.1f}   "
                      f"(reference {100 * r['fraction_of_fp32_peak']:.0f}% of the fp32 peak, ours "
-                     f"{100 * o['fraction_of_bf16_peak']:.0f}% of the bf16 peak)")
+                     f"{100 * o['fraction_of_' + ours_precision[phase] + '_peak']:.0f}% of the "
+                     f"{ours_precision[phase]} peak)")
     if "convolutions" in report:
         bound, ours = report["convolutions"], report["train"]["ours"]
         lines.append(f"convolutions alone ({bound['precision']}, batch {bound['batch']}, forward + backward, each "
@@ -416,6 +426,11 @@ def format_report(report: dict[str, Any]) -> str:
 
 def bench_command(config: BenchConfig, command: str, json_out: str | None = None) -> str:
     """``nin bench``: run the comparison, write the JSON report if asked; the table to print."""
+    slow = slow_bf16_warning(resolve_device(config.device),
+                             "bf16" if "bf16" in (config.precision, config.inference_precision) else "fp32",
+                             remedy="--precision fp32 --inference-precision fp32 measure ours at its speed here")
+    if slow:
+        print(f"nin bench: warning: {slow}", file=sys.stderr)
     report = run_benchmark(config, command)
     if json_out:
         atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")

@@ -41,10 +41,12 @@ def bf16_is_emulated(device: torch.device) -> bool:
     return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def slow_bf16_warning(device: torch.device, precision: str) -> str | None:
+def slow_bf16_warning(device: torch.device, precision: str,
+                      remedy: str = "--precision fp32 runs faster here (its numbers differ slightly from a bf16 "
+                                    "run's)") -> str | None:
     """A warning for bf16 asked of a CPU that emulates it: the recipes ask for bf16, which is fast on the CPUs
     they were measured on, so a user elsewhere would otherwise train many times slower without knowing why."""
     if precision != "bf16" or not bf16_is_emulated(device):
         return None
     return ("this CPU has no bf16 instructions (AVX-512 or AMX), so PyTorch emulates bf16, many times slower than "
-            "fp32; --precision fp32 runs faster here (its numbers differ slightly from a bf16 run's)")
+            f"fp32; {remedy}")
