@@ -150,13 +150,12 @@ def test_nin_bench_warns_where_bf16_is_emulated_unless_ours_runs_without_it(
     """Before the long run, as ours would be timed in emulated bf16 (0.09× the port's training on a Zen 3)."""
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
 
-    def stop(config: BenchConfig, command: str) -> None:
+    def stop(images: torch.Tensor) -> None:
         raise _Stop
 
-    monkeypatch.setattr(bench, "run_benchmark", stop)
+    monkeypatch.setattr(bench, "fit_preprocess", stop)  # the run's first step after its checks
     with pytest.raises(_Stop):
-        bench.bench_command(dataclasses.replace(TINY, precision=precision, inference_precision=inference_precision),
-                            "nin bench")
+        bench.run_benchmark(dataclasses.replace(TINY, precision=precision, inference_precision=inference_precision))
     assert ("nin bench: warning: this CPU has no bf16 instructions" in capsys.readouterr().err) == warned
 
 

@@ -321,6 +321,10 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
         raise BenchError("--cuda-graphs needs a CUDA GPU; use --device cuda on a machine with one, or leave "
                          "--cuda-graphs out")
     images, labels, description = load_images(config)
+    slow = slow_bf16_warning(device, "bf16" if "bf16" in (config.precision, config.inference_precision) else "fp32",
+                             remedy="--precision fp32 --inference-precision fp32 measure ours at its speed here")
+    if slow:  # after the errors of bad options, which stand alone, and before the long run
+        print(f"nin bench: warning: {slow}", file=sys.stderr)
     preprocess = fit_preprocess(images)
     runners = {side: build_runner(side, images, labels, preprocess, config, device) for side in SIDES}
     macs = profile_model(create_model(MODEL), INPUT_SIZE).multiply_adds
@@ -426,11 +430,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 def bench_command(config: BenchConfig, command: str, json_out: str | None = None) -> str:
     """``nin bench``: run the comparison, write the JSON report if asked; the table to print."""
-    slow = slow_bf16_warning(resolve_device(config.device),
-                             "bf16" if "bf16" in (config.precision, config.inference_precision) else "fp32",
-                             remedy="--precision fp32 --inference-precision fp32 measure ours at its speed here")
-    if slow:
-        print(f"nin bench: warning: {slow}", file=sys.stderr)
     report = run_benchmark(config, command)
     if json_out:
         atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")

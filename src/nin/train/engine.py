@@ -116,9 +116,6 @@ class Trainer:
         self.overwrite = overwrite
         self.device, self.world = _device_and_world(recipe)
         self.progress = progress and self.world.is_main
-        slow = slow_bf16_warning(self.device, recipe.precision)
-        if slow and self.world.is_main:
-            print(f"warning: {slow}", file=sys.stderr)
         self.command = command or " ".join(sys.argv)
         self.checkpoint_path = self.out_dir / "last.pt"
         self._lock = self._claim_folder(resume, overwrite)
@@ -127,6 +124,9 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+        slow = slow_bf16_warning(self.device, recipe.precision)  # after the errors of bad input, which stand alone
+        if slow and self.world.is_main:
+            print(f"warning: {slow}", file=sys.stderr)
 
     def _claim_folder(self, resume: bool, overwrite: bool) -> FolderLock | None:
         """Rank 0 locks and checks the folder; one all-reduce tells every rank whether it could, so the others stop
