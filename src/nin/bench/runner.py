@@ -134,7 +134,6 @@ class OursTrainer:
         self.batches = _epochs(self.loader)
         if config.inference_precision == "int8" and device.type != "cpu":
             raise QuantizationError("int8 inference runs on x86 CPUs only; use --device cpu or bf16")
-        self.int8_wanted = config.inference_precision == "int8"
         self.inference_precision = config.inference_precision
         self.int8: nn.Module | None = None  # made at the first inference (a warm-up), so training never holds it
 
@@ -149,7 +148,7 @@ class OursTrainer:
 
     @torch.inference_mode()
     def infer(self) -> None:
-        if self.int8_wanted and self.int8 is None:
+        if self.inference_precision == "int8" and self.int8 is None:
             with torch.inference_mode(False):  # the weights as they are now: timing does not depend on them
                 self.int8 = quantize_int8(self.model, self.eval_images[:INT8_CALIBRATION])
         if self.int8 is not None:
@@ -321,8 +320,8 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
         raise BenchError("--cuda-graphs needs a CUDA GPU; use --device cuda on a machine with one, or leave "
                          "--cuda-graphs out")
     images, labels, description = load_images(config)
-    slow = slow_bf16_warning(device, "bf16" if "bf16" in (config.precision, config.inference_precision) else "fp32",
-                             remedy="--precision fp32 --inference-precision fp32 measure ours at its speed here")
+    slow = slow_bf16_warning(device, "bf16", remedy="--precision fp32 --inference-precision fp32 measure ours at "
+                             "its speed here") if "bf16" in (config.precision, config.inference_precision) else None
     if slow:  # after the errors of bad options, which stand alone, and before the long run
         print(f"nin bench: warning: {slow}", file=sys.stderr)
     preprocess = fit_preprocess(images)
