@@ -19,7 +19,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -206,18 +206,23 @@ def build_runner(side: str, images: torch.Tensor, labels: torch.Tensor, preproce
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def ours_peaks(precision: str, inference_precision: str) -> dict[str, str]:
+    """The peak each phase of ours is set against: its own precision's (int8 inference against bf16's)."""
+    return {"train": precision, "inference": "fp32" if inference_precision == "fp32" else "bf16"}
+
+
 class PeakMeter:
     """The machine's peak: GFLOP/s of the fastest n×n matrix product per dtype (fp32, bf16) over every
     :meth:`measure` call. The fastest, since a shared machine only ever slows a product down; calls spread
     over a run catch its quietest moments."""
 
-    def __init__(self, device: torch.device, n: int | None = None, dtypes: tuple[str, ...] = tuple(PEAK_DTYPES)
-                 ) -> None:
+    def __init__(self, device: torch.device, n: int | None = None, dtypes: Iterable[str] = PEAK_DTYPES) -> None:
         self.device = device
         self.n = n or (8192 if device.type == "cuda" else 3072)
+        wanted = set(dtypes)
         self.operands = {name: (torch.randn(self.n, self.n, device=device).to(PEAK_DTYPES[name]),
                                 torch.randn(self.n, self.n, device=device).to(PEAK_DTYPES[name]))
-                         for name in dtypes}
+                         for name in PEAK_DTYPES if name in wanted}
         for a, b in self.operands.values():
             a @ b  # warm-up
         self.seconds: dict[str, list[float]] = {name: [] for name in self.operands}
@@ -332,10 +337,10 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
     runners = {side: build_runner(side, images, labels, preprocess, config, device) for side in SIDES}
     macs = profile_model(create_model(MODEL), INPUT_SIZE).multiply_adds
     flop = {"train": 3 * 2 * macs, "inference": 2 * macs}
-    # bf16's peak only where ours runs in it (int8 inference is set against it too): a CPU that emulates bf16
-    # takes minutes a product
-    in_fp32 = config.precision == config.inference_precision == "fp32"
-    meter = PeakMeter(device, config.matmul_size, ("fp32",) if in_fp32 else tuple(PEAK_DTYPES))
+    # the reference's fp32 peak, and bf16's only where ours is set against it: a CPU that emulates bf16 takes
+    # minutes a product
+    meter = PeakMeter(device, config.matmul_size,
+                      {"fp32", *ours_peaks(config.precision, config.inference_precision).values()})
     meter.measure(tries=3)
     for runner in runners.values():
         for phase in PHASES:
@@ -384,9 +389,8 @@ def run_benchmark(config: BenchConfig, command: str | None = None) -> dict[str, 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a short table for the terminal."""
     config, peak = report["config"], report["peak"]
-    # the peak of the precision ours ran each phase in (int8 inference against bf16's, as before fp32 was a choice)
-    ours_precision = {"train": config.get("precision", "bf16"),
-                      "inference": "fp32" if config.get("inference_precision") == "fp32" else "bf16"}
+    # records from before fp32 was a choice ran bf16
+    ours_precision = ours_peaks(config.get("precision", "bf16"), config.get("inference_precision", "bf16"))
     lines = [
         f"NIN-CIFAR10 on {report['hardware']}",
         f"data: {report['data']}",
