@@ -11,6 +11,7 @@ import pytest
 from _idx import write_mnist
 
 from nin.cli import main
+from nin.experiments import reproduce as reproduce_module
 from nin.experiments.check import args_as_run
 from nin.experiments.paper import EXPERIMENTS
 from nin.experiments.report import recipe_differences, render
@@ -91,6 +92,30 @@ def test_a_stopped_reproduction_leaves_its_record_so_far(shared_data: Path, tmp_
         reproduce("table4", **run)
     assert [s["epochs"] for s in json.loads((record / "sittings.json").read_text())["sittings"]] == [[1, 1]]
     assert not (record / "summary.json").exists()  # it summarized the run this one replaces
+
+
+def test_a_stop_between_checkpoint_and_listing_leaves_the_epoch_to_its_sitting(shared_data: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM after epoch 2's checkpoint but before sittings.json lists it: the resumed run starts at epoch 3,
+    and epoch 2 stays with the sitting that trained it rather than falling out of both."""
+    results = tmp_path / "results"
+    run = {"runs_dir": tmp_path / "runs", "results_dir": results, "data_root": str(shared_data), "only": ["mnist"],
+           "tag": "tiny", "overrides": [*TINY, "epochs=3"], "command": "nin reproduce table4"}
+    keep = reproduce_module.keep_partial_record
+
+    def stop_before_listing_epoch_2(record: Path, trainer: Trainer) -> None:
+        if trainer.start_epoch_done == 2:
+            raise KeyboardInterrupt
+        keep(record, trainer)
+
+    monkeypatch.setattr(reproduce_module, "keep_partial_record", stop_before_listing_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("table4", **run)
+    monkeypatch.setattr(reproduce_module, "keep_partial_record", keep)
+    reproduce("table4", **{**run, "command": "nin reproduce table4 --again"})
+    first, second = json.loads((results / "mnist-tiny" / "sittings.json").read_text())["sittings"]
+    assert (first["epochs"], first["command"]) == ([1, 2], "nin reproduce table4")
+    assert (second["epochs"], second["command"]) == ([3, 3], "nin reproduce table4 --again")
 
 
 def test_shared_records_hold_no_path_of_this_machine() -> None:

@@ -85,8 +85,10 @@ def _keep_records(run_dir: Path, record: Path, data_root: str | None, summary: d
 
 def keep_partial_record(record: Path, trainer: Trainer) -> None:
     """After each epoch: the run's records so far, and this sitting (epochs, code, hardware, command) in
-    ``sittings.json``. A sitting that starts over from an earlier epoch (its checkpoint lost) supersedes what
-    earlier sittings trained from there on, as its metrics.jsonl replaces theirs."""
+    ``sittings.json``. Each earlier sitting trained up to where the next one began, from its checkpoint: a stop
+    between an epoch's checkpoint and its listing here leaves that epoch to the sitting that trained it, and a
+    sitting that starts over from an earlier epoch (its checkpoint lost) supersedes what earlier sittings trained
+    from there on, as its metrics.jsonl replaces theirs."""
     (record / "summary.json").unlink(missing_ok=True)  # a run that trains has not ended (it may have restarted)
     for file in PARTIAL_RECORD_FILES:
         if (trainer.out_dir / file).exists():
@@ -96,8 +98,10 @@ def keep_partial_record(record: Path, trainer: Trainer) -> None:
         earlier = json.loads((record / SITTINGS).read_text())["sittings"]
     except (OSError, ValueError, KeyError):  # none yet, or not ours: this sitting starts the list
         earlier = []
-    kept = [dict(sitting, epochs=[sitting["epochs"][0], min(sitting["epochs"][1], first - 1)])
-            for sitting in earlier if sitting["epochs"][0] < first]
+    earlier = [sitting for sitting in earlier if sitting["epochs"][0] < first]
+    next_starts = [sitting["epochs"][0] for sitting in earlier[1:]] + [first]
+    kept = [dict(sitting, epochs=[sitting["epochs"][0], next_start - 1])
+            for sitting, next_start in zip(earlier, next_starts)]
     kept.append({"epochs": [first, trainer.start_epoch_done],
                  "started": trainer.started.strftime("%Y-%m-%d %H:%M UTC"),
                  "updated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
